@@ -1,1 +1,81 @@
-fn main() {}
+//! `bmt`: the command-line face of the JAM state database.
+//!
+//! This file only parses arguments, dispatches to one module per command and turns the outcome
+//! into an exit code; the logic lives in the modules (and, beyond that, in the libraries).
+//!
+//! Exit codes are the same for every command, so scripts can tell a wrong root from a broken
+//! file: 0 when everything checked out, 1 when a root did not match, 2 when an input was
+//! malformed or the command could not run (usage errors included, as clap reports them).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod backend;
+mod gen_state;
+mod replay;
+mod state_file;
+mod state_root;
+
+/// JAM state database tool: state roots, trace replay, test-state generation.
+#[derive(Debug, Parser)]
+#[command(name = "bmt", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Computes the state root of each state in JSON files (trace steps, genesis, raw states)
+    /// and checks it against the root the file gives.
+    StateRoot(state_root::Args),
+    /// Replays trace files and folders: builds each pre-state, applies the changes to reach the
+    /// post-state, and checks both roots.
+    ReplayTrace(replay::Args),
+    /// Writes a random raw-state JSON file, deterministic from a seed, with its state root.
+    GenState(gen_state::Args),
+}
+
+/// How a command ended, worst outcome first when several files are involved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Status {
+    /// Every root matched.
+    Ok,
+    /// At least one root did not match the one given.
+    Mismatch,
+    /// At least one input was malformed (reported on stderr, one line each).
+    Malformed,
+}
+
+impl From<Status> for ExitCode {
+    fn from(status: Status) -> Self {
+        ExitCode::from(match status {
+            Status::Ok => 0,
+            Status::Mismatch => 1,
+            Status::Malformed => 2,
+        })
+    }
+}
+
+/// Reports a malformed input on one line of stderr: `error: <file>: <what is wrong>`.
+pub fn report_malformed(file: &std::path::Path, err: &anyhow::Error) {
+    let message = format!("{err:#}").replace('\n', " ");
+    eprintln!("error: {}: {message}", file.display());
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::StateRoot(args) => state_root::run(&args),
+        Command::ReplayTrace(args) => replay::run(&args),
+        Command::GenState(args) => gen_state::run(&args),
+    };
+    match result {
+        Ok(status) => status.into(),
+        Err(err) => {
+            eprintln!("error: {}", format!("{err:#}").replace('\n', " "));
+            Status::Malformed.into()
+        }
+    }
+}
