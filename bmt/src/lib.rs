@@ -1,1 +1,33 @@
+//! `bmt`: an embedded, persistent, authenticated key-value store whose root is the JAM Gray
+//! Paper state root.
+//!
+//! ```no_run
+//! use bmt::{Nomt, Options};
+//! # fn main() -> bmt::Result<()> {
+//! let db = Nomt::open(Options::new("/tmp/state"))?;
+//! db.insert([1u8; 31], b"value")?;
+//! let done = db.commit()?;
+//! let proof = db.generate_proof([1u8; 31])?;
+//! proof.verify(&bmt_core::Key([1; 31]), Some(b"value"), &done.root()).unwrap();
+//! # Ok(())
+//! # }
+//! ```
 
+#![warn(missing_docs)]
+
+mod btree;
+mod db;
+mod error;
+mod flat;
+mod freelist;
+pub mod io;
+mod meta;
+mod options;
+mod page;
+mod pager;
+mod trie;
+
+pub use bmt_core::{Hash, Key, KeyError, MerkleProof, MultiProof, ValueHasher};
+pub use db::{FinishedSession, IntoKey, Nomt};
+pub use error::{Error, Result};
+pub use options::Options;

@@ -192,7 +192,7 @@ fn decode_value(s: &str) -> Result<Vec<u8>> {
         .or_else(|| s.strip_prefix("0X"))
         .unwrap_or(s);
     let bytes = digits.as_bytes();
-    let mut invalid = bytes.len() % 2 != 0;
+    let mut invalid = !bytes.len().is_multiple_of(2);
     let mut flags = 0u8;
     let mut value = Vec::with_capacity(bytes.len() / 2);
     value.extend(bytes.chunks_exact(2).map(|pair| {

@@ -500,7 +500,7 @@ impl MultiProof {
         }
         // Bounded by the input: the kinds take n / 4 bytes.
         let kinds = r.take(n.div_ceil(4))?;
-        if n % 4 != 0 && kinds[n / 4] & (0xFF >> (2 * (n % 4))) != 0 {
+        if !n.is_multiple_of(4) && kinds[n / 4] & (0xFF >> (2 * (n % 4))) != 0 {
             return Err(MultiProofDecodeError::KindPadding);
         }
         let mut nodes = Vec::with_capacity(n);

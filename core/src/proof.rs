@@ -302,7 +302,7 @@ impl MerkleProof {
             return Err(ProofError::TooDeep(depth).into());
         }
         let bitmap = r.take(depth.div_ceil(8))?;
-        if depth % 8 != 0 && bitmap[depth / 8] & (0xFF >> (depth % 8)) != 0 {
+        if !depth.is_multiple_of(8) && bitmap[depth / 8] & (0xFF >> (depth % 8)) != 0 {
             return Err(ProofDecodeError::BitmapPadding);
         }
         let mut siblings = Vec::with_capacity(depth);

@@ -1,0 +1,794 @@
+//! A copy-on-write B+tree of 31-byte keys and short byte-string payloads.
+//!
+//! Two structures use it: the flat store (state key → value entry, see [`crate::flat`]) and the
+//! trie page table (trie page id → page reference, see [`crate::trie`]). Keys sort as byte
+//! strings, which for state keys is also the trie's order, so the keys under any trie node
+//! are one contiguous range of the tree.
+//!
+//! The tree is never modified in place. A commit applies a sorted batch of changes in one
+//! pass ([`update`]): every leaf with changes is rebuilt (merged, split or joined with a
+//! neighbour), every branch above it is rebuilt, and the result is a tree of new in-memory
+//! nodes hanging off unchanged on-disk pages. [`write`] then gives the new nodes fresh page
+//! numbers, children before parents (a parent records each child's page number and checksum),
+//! and the replaced pages are reported as freed.
+//!
+//! # Pages
+//!
+//! Leaf (kind [`PageKind::LeafNode`], header length field = number of entries `n`):
+//!
+//! | bytes after the header | field |
+//! |---|---|
+//! | 0..2n | offset of each entry from the start of the page, u16 little endian, increasing |
+//! | ... | entries: key (31 bytes), payload length (u16 little endian), payload |
+//!
+//! Branch (kind [`PageKind::BranchNode`], header length field = number of children `n`, 2 to
+//! 95; a root branch may have 1 only transiently, never on disk):
+//!
+//! | bytes after the header | field |
+//! |---|---|
+//! | 0..12n | child references: page number (u64) and checksum (u32), little endian |
+//! | 12n..12n+31(n-1) | separators: the smallest key child `i` may hold, for `i` in 1..n |
+//!
+//! Child `i` holds the keys from separator `i` (inclusive) to separator `i + 1` (exclusive).
+
+use std::sync::Arc;
+
+use bmt_core::{KEY_LEN, Key};
+
+use crate::error::Result;
+use crate::page::{HEADER_SIZE, PAGE_REF_SIZE, PAGE_SIZE, PageBuf, PageKind, PageRef};
+use crate::pager::Pager;
+
+/// Largest payload an entry may have.
+pub const MAX_PAYLOAD: usize = 1200;
+/// Most children a branch page holds.
+pub const BRANCH_MAX: usize = (PAGE_SIZE - HEADER_SIZE + KEY_LEN) / (PAGE_REF_SIZE + KEY_LEN);
+/// Bytes of a leaf available for offsets and entries.
+const LEAF_SPACE: usize = PAGE_SIZE - HEADER_SIZE;
+/// Fixed bytes per leaf entry besides its payload: offset, key, length.
+const ENTRY_OVERHEAD: usize = 2 + KEY_LEN + 2;
+/// A rebuilt node below this share of a page is joined with a neighbour.
+const UNDERFULL: usize = LEAF_SPACE / 4;
+
+/// A change to apply: a new payload, or `None` to delete.
+pub type Change<'a> = (Key, Option<&'a [u8]>);
+
+/// A payload inside a cached page, without copying.
+#[derive(Clone, Debug)]
+pub struct Payload {
+    page: Arc<PageBuf>,
+    start: usize,
+    len: usize,
+}
+
+impl Payload {
+    /// The payload bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.page.bytes()[self.start..self.start + self.len]
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading pages
+
+fn u16_at(b: &[u8], at: usize) -> usize {
+    u16::from_le_bytes([b[at], b[at + 1]]) as usize
+}
+
+/// Checks a leaf read from disk so that the accessors below cannot go out of bounds.
+fn validate_leaf(page: &PageBuf) -> Result<(), String> {
+    let b = page.bytes();
+    let n = page.len_field() as usize;
+    if n == 0 || n > LEAF_SPACE / ENTRY_OVERHEAD {
+        return Err(format!("leaf with {n} entries"));
+    }
+    let mut expected = HEADER_SIZE + 2 * n;
+    let mut prev: Option<&[u8]> = None;
+    for i in 0..n {
+        let off = u16_at(b, HEADER_SIZE + 2 * i);
+        if off != expected || off + KEY_LEN + 2 > PAGE_SIZE {
+            return Err(format!("entry {i} at offset {off}, expected {expected}"));
+        }
+        let len = u16_at(b, off + KEY_LEN);
+        let end = off + KEY_LEN + 2 + len;
+        if len > MAX_PAYLOAD || end > PAGE_SIZE {
+            return Err(format!("entry {i} overruns the page"));
+        }
+        let key = &b[off..off + KEY_LEN];
+        if prev.is_some_and(|p| p >= key) {
+            return Err(format!("entry {i} out of order"));
+        }
+        prev = Some(key);
+        expected = end;
+    }
+    Ok(())
+}
+
+/// Checks a branch read from disk.
+fn validate_branch(page: &PageBuf) -> Result<(), String> {
+    let b = page.bytes();
+    let n = page.len_field() as usize;
+    if !(2..=BRANCH_MAX).contains(&n) {
+        return Err(format!("branch with {n} children"));
+    }
+    for i in 0..n {
+        let at = HEADER_SIZE + PAGE_REF_SIZE * i;
+        match PageRef::decode(&b[at..at + PAGE_REF_SIZE]) {
+            Some(r) if r.pgno >= 2 => {}
+            _ => return Err(format!("child {i} has no valid page number")),
+        }
+    }
+    let seps = HEADER_SIZE + PAGE_REF_SIZE * n;
+    for i in 1..n.saturating_sub(1) {
+        let a = &b[seps + KEY_LEN * (i - 1)..seps + KEY_LEN * i];
+        let c = &b[seps + KEY_LEN * i..seps + KEY_LEN * (i + 1)];
+        if a >= c {
+            return Err(format!("separator {i} out of order"));
+        }
+    }
+    Ok(())
+}
+
+/// A node read from disk.
+enum Node {
+    Leaf(Arc<PageBuf>),
+    Branch(Arc<PageBuf>),
+}
+
+fn read_node(pager: &Pager, r: PageRef) -> Result<Node> {
+    let page = pager.read_either(r, PageKind::LeafNode, PageKind::BranchNode, |kind, p| {
+        if kind == PageKind::LeafNode {
+            validate_leaf(p)
+        } else {
+            validate_branch(p)
+        }
+    })?;
+    Ok(if page.bytes()[4] == PageKind::LeafNode as u8 {
+        Node::Leaf(page)
+    } else {
+        Node::Branch(page)
+    })
+}
+
+fn leaf_len(p: &PageBuf) -> usize {
+    p.len_field() as usize
+}
+
+fn leaf_key(p: &PageBuf, i: usize) -> &[u8] {
+    let off = u16_at(p.bytes(), HEADER_SIZE + 2 * i);
+    &p.bytes()[off..off + KEY_LEN]
+}
+
+fn leaf_key_owned(p: &PageBuf, i: usize) -> Key {
+    let mut k = [0u8; KEY_LEN];
+    k.copy_from_slice(leaf_key(p, i));
+    Key(k)
+}
+
+/// Start and length of entry `i`'s payload.
+fn leaf_payload_span(p: &PageBuf, i: usize) -> (usize, usize) {
+    let off = u16_at(p.bytes(), HEADER_SIZE + 2 * i);
+    let len = u16_at(p.bytes(), off + KEY_LEN);
+    (off + KEY_LEN + 2, len)
+}
+
+fn leaf_payload(p: &PageBuf, i: usize) -> &[u8] {
+    let (start, len) = leaf_payload_span(p, i);
+    &p.bytes()[start..start + len]
+}
+
+/// Bytes entry `i` takes in a leaf, offset included.
+fn leaf_entry_cost(p: &PageBuf, i: usize) -> usize {
+    ENTRY_OVERHEAD + leaf_payload_span(p, i).1
+}
+
+fn branch_len(p: &PageBuf) -> usize {
+    p.len_field() as usize
+}
+
+fn branch_child(p: &PageBuf, i: usize) -> PageRef {
+    let at = HEADER_SIZE + PAGE_REF_SIZE * i;
+    // Validated when read: every child reference is present.
+    PageRef::decode(&p.bytes()[at..at + PAGE_REF_SIZE]).unwrap_or(PageRef { pgno: 0, crc: 0 })
+}
+
+/// Separator `i` (1 ≤ i < n).
+fn branch_sep(p: &PageBuf, i: usize) -> &[u8] {
+    let at = HEADER_SIZE + PAGE_REF_SIZE * branch_len(p) + KEY_LEN * (i - 1);
+    &p.bytes()[at..at + KEY_LEN]
+}
+
+fn branch_sep_owned(p: &PageBuf, i: usize) -> Key {
+    let mut k = [0u8; KEY_LEN];
+    k.copy_from_slice(branch_sep(p, i));
+    Key(k)
+}
+
+/// The child of a branch whose range holds `key`.
+fn branch_route(p: &PageBuf, key: &[u8]) -> usize {
+    // Number of separators ≤ key.
+    let n = branch_len(p);
+    let (mut lo, mut hi) = (1usize, n);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if branch_sep(p, mid) <= key {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo - 1
+}
+
+/// Index of the first entry ≥ key, and whether it equals key.
+fn leaf_search(p: &PageBuf, key: &[u8]) -> (usize, bool) {
+    let (mut lo, mut hi) = (0usize, leaf_len(p));
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        match leaf_key(p, mid).cmp(key) {
+            std::cmp::Ordering::Less => lo = mid + 1,
+            std::cmp::Ordering::Equal => return (mid, true),
+            std::cmp::Ordering::Greater => hi = mid,
+        }
+    }
+    (lo, false)
+}
+
+/// The payload stored under `key`.
+pub fn get(pager: &Pager, root: Option<PageRef>, key: &Key) -> Result<Option<Payload>> {
+    let Some(mut r) = root else { return Ok(None) };
+    loop {
+        match read_node(pager, r)? {
+            Node::Branch(p) => r = branch_child(&p, branch_route(&p, &key.0)),
+            Node::Leaf(p) => {
+                let (i, found) = leaf_search(&p, &key.0);
+                if !found {
+                    return Ok(None);
+                }
+                let (start, len) = leaf_payload_span(&p, i);
+                return Ok(Some(Payload {
+                    page: p,
+                    start,
+                    len,
+                }));
+            }
+        }
+    }
+}
+
+/// Calls `f` for every entry with `lo ≤ key ≤ hi`, in key order; `f` returns false to stop.
+pub fn range(
+    pager: &Pager,
+    root: Option<PageRef>,
+    lo: &Key,
+    hi: &Key,
+    f: &mut dyn FnMut(&Key, &[u8]) -> Result<bool>,
+) -> Result<()> {
+    if let Some(r) = root {
+        range_at(pager, r, lo, hi, f)?;
+    }
+    Ok(())
+}
+
+fn range_at(
+    pager: &Pager,
+    r: PageRef,
+    lo: &Key,
+    hi: &Key,
+    f: &mut dyn FnMut(&Key, &[u8]) -> Result<bool>,
+) -> Result<bool> {
+    match read_node(pager, r)? {
+        Node::Branch(p) => {
+            let first = branch_route(&p, &lo.0);
+            let last = branch_route(&p, &hi.0);
+            for i in first..=last {
+                if !range_at(pager, branch_child(&p, i), lo, hi, f)? {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        }
+        Node::Leaf(p) => {
+            let (start, _) = leaf_search(&p, &lo.0);
+            for i in start..leaf_len(&p) {
+                let key = leaf_key_owned(&p, i);
+                if key > *hi {
+                    return Ok(false);
+                }
+                if !f(&key, leaf_payload(&p, i))? {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Updating
+
+/// A node of the updated tree: unchanged on disk, or new in memory.
+#[derive(Debug)]
+pub enum Child {
+    /// An unchanged page.
+    Clean(PageRef),
+    /// A new leaf: a page with its entries in place, not yet sealed.
+    Leaf(Box<PageBuf>),
+    /// A new branch.
+    Branch(Box<NewBranch>),
+}
+
+/// A new branch: children and the separators between them (`seps[i]` is the smallest key of
+/// `children[i + 1]`).
+#[derive(Debug)]
+pub struct NewBranch {
+    children: Vec<Child>,
+    seps: Vec<Key>,
+}
+
+/// One node of an update's result, with the key its range starts at (`None`: the start of the
+/// node it replaces, which the parent already knows).
+struct Piece {
+    first: Option<Key>,
+    node: Child,
+}
+
+/// The result of [`update`]: the new root, and the pages the update replaced.
+#[derive(Debug)]
+pub struct Updated {
+    /// The new root (`None`: the tree is empty).
+    pub root: Option<Child>,
+    /// Pages that the new tree no longer uses.
+    pub freed: Vec<u64>,
+}
+
+/// Applies `changes` (sorted by key, each key once) to the tree at `root`.
+pub fn update(pager: &Pager, root: Option<PageRef>, changes: &[Change<'_>]) -> Result<Updated> {
+    let mut freed = Vec::new();
+    if changes.is_empty() {
+        return Ok(Updated {
+            root: root.map(Child::Clean),
+            freed,
+        });
+    }
+    let mut pieces = match root {
+        Some(r) => update_node(pager, r, changes, &mut freed)?,
+        None => {
+            let entries: Vec<(&[u8], &[u8])> = changes
+                .iter()
+                .filter_map(|(k, v)| v.map(|v| (&k.0[..], v)))
+                .collect();
+            pack_leaves(&entries)
+        }
+    };
+    // Grow upwards while the root level has more than one node.
+    while pieces.len() > 1 {
+        pieces = pack_branches(pieces);
+    }
+    let mut root = pieces.pop().map(|p| p.node);
+    // Shrink: a root branch with a single child is replaced by that child.
+    while let Some(Child::Branch(b)) = &root
+        && b.children.len() == 1
+    {
+        let Some(Child::Branch(b)) = root.take() else {
+            unreachable!("matched just above")
+        };
+        root = b.children.into_iter().next();
+    }
+    Ok(Updated { root, freed })
+}
+
+fn update_node(
+    pager: &Pager,
+    r: PageRef,
+    changes: &[Change<'_>],
+    freed: &mut Vec<u64>,
+) -> Result<Vec<Piece>> {
+    match read_node(pager, r)? {
+        Node::Leaf(p) => {
+            freed.push(r.pgno);
+            let entries = merge_leaf(&p, changes);
+            let mut pieces = pack_leaves(&entries);
+            if let Some(first) = pieces.first_mut() {
+                first.first = None;
+            }
+            Ok(pieces)
+        }
+        Node::Branch(p) => {
+            freed.push(r.pgno);
+            let n = branch_len(&p);
+            // (separator or None for the first child, node, whether it was rebuilt)
+            let mut out: Vec<(Option<Key>, Child, bool)> = Vec::with_capacity(n + 4);
+            let mut c = 0usize;
+            for i in 0..n {
+                let end = if i + 1 < n {
+                    let sep = branch_sep(&p, i + 1);
+                    c + changes[c..].partition_point(|(k, _)| k.0.as_slice() < sep)
+                } else {
+                    changes.len()
+                };
+                let sep = (i > 0).then(|| branch_sep_owned(&p, i));
+                if end == c {
+                    out.push((sep, Child::Clean(branch_child(&p, i)), false));
+                    continue;
+                }
+                let pieces = update_node(pager, branch_child(&p, i), &changes[c..end], freed)?;
+                for (j, piece) in pieces.into_iter().enumerate() {
+                    let s = if j == 0 { sep } else { piece.first };
+                    out.push((s, piece.node, true));
+                }
+                c = end;
+            }
+            join_underfull(pager, &mut out, freed)?;
+            let pieces: Vec<Piece> = out
+                .into_iter()
+                .enumerate()
+                .map(|(i, (s, node, _))| Piece {
+                    first: if i == 0 { None } else { s },
+                    node,
+                })
+                .collect();
+            if pieces.is_empty() {
+                return Ok(pieces);
+            }
+            let mut packed = pack_branches(pieces);
+            if let Some(first) = packed.first_mut() {
+                first.first = None;
+            }
+            Ok(packed)
+        }
+    }
+}
+
+/// Merges a leaf's entries with sorted changes.
+fn merge_leaf<'a>(p: &'a PageBuf, changes: &'a [Change<'a>]) -> Vec<(&'a [u8], &'a [u8])> {
+    let n = leaf_len(p);
+    let mut out = Vec::with_capacity(n + changes.len());
+    let (mut i, mut j) = (0, 0);
+    while i < n || j < changes.len() {
+        let take_old = match (i < n, j < changes.len()) {
+            (true, false) => true,
+            (false, true) => false,
+            _ => leaf_key(p, i) < &changes[j].0.0[..],
+        };
+        if take_old {
+            out.push((leaf_key(p, i), leaf_payload(p, i)));
+            i += 1;
+        } else {
+            let (k, v) = &changes[j];
+            if i < n && leaf_key(p, i) == &k.0[..] {
+                i += 1; // replaced or deleted
+            }
+            if let Some(v) = v {
+                out.push((&k.0[..], *v));
+            }
+            j += 1;
+        }
+    }
+    out
+}
+
+/// Packs sorted entries into as few leaves as fit, sharing the bytes evenly between them.
+fn pack_leaves(entries: &[(&[u8], &[u8])]) -> Vec<Piece> {
+    let total: usize = entries.iter().map(|(_, v)| ENTRY_OVERHEAD + v.len()).sum();
+    if entries.is_empty() {
+        return Vec::new();
+    }
+    let pages = total.div_ceil(LEAF_SPACE);
+    let target = total.div_ceil(pages);
+    let mut pieces = Vec::with_capacity(pages);
+    let mut start = 0;
+    while start < entries.len() {
+        let mut used = 0;
+        let mut end = start;
+        while end < entries.len() {
+            let cost = ENTRY_OVERHEAD + entries[end].1.len();
+            if used + cost > LEAF_SPACE || (used >= target && end > start) {
+                break;
+            }
+            used += cost;
+            end += 1;
+        }
+        pieces.push(Piece {
+            first: Some(key_of(entries[start].0)),
+            node: Child::Leaf(build_leaf(&entries[start..end])),
+        });
+        start = end;
+    }
+    pieces
+}
+
+fn key_of(bytes: &[u8]) -> Key {
+    let mut k = [0u8; KEY_LEN];
+    k.copy_from_slice(bytes);
+    Key(k)
+}
+
+/// A leaf page (unsealed) holding `entries`, which must fit.
+fn build_leaf(entries: &[(&[u8], &[u8])]) -> Box<PageBuf> {
+    let mut page = PageBuf::zeroed();
+    let b = page.bytes_mut();
+    let n = entries.len();
+    let mut off = HEADER_SIZE + 2 * n;
+    for (i, (k, v)) in entries.iter().enumerate() {
+        b[HEADER_SIZE + 2 * i..HEADER_SIZE + 2 * i + 2]
+            .copy_from_slice(&(off as u16).to_le_bytes());
+        b[off..off + KEY_LEN].copy_from_slice(k);
+        b[off + KEY_LEN..off + KEY_LEN + 2].copy_from_slice(&(v.len() as u16).to_le_bytes());
+        b[off + KEY_LEN + 2..off + KEY_LEN + 2 + v.len()].copy_from_slice(v);
+        off += KEY_LEN + 2 + v.len();
+    }
+    // The entry count lives in the header's length field, set when sealed.
+    b[8..12].copy_from_slice(&(n as u32).to_le_bytes());
+    page
+}
+
+/// Groups nodes into branches of at most [`BRANCH_MAX`] children, evenly.
+fn pack_branches(pieces: Vec<Piece>) -> Vec<Piece> {
+    let n = pieces.len();
+    let groups = n.div_ceil(BRANCH_MAX);
+    let per = n.div_ceil(groups);
+    let mut out = Vec::with_capacity(groups);
+    let mut iter = pieces.into_iter().peekable();
+    while iter.peek().is_some() {
+        let group: Vec<Piece> = iter.by_ref().take(per).collect();
+        let first = group[0].first;
+        let mut children = Vec::with_capacity(group.len());
+        let mut seps = Vec::with_capacity(group.len());
+        for (i, piece) in group.into_iter().enumerate() {
+            if i > 0 {
+                // Every piece after the first of its parent carries its first key.
+                debug_assert!(piece.first.is_some(), "a later piece without a first key");
+                seps.push(piece.first.unwrap_or_default());
+            }
+            children.push(piece.node);
+        }
+        out.push(Piece {
+            first,
+            node: Child::Branch(Box::new(NewBranch { children, seps })),
+        });
+    }
+    out
+}
+
+/// Size in bytes of a node's content, for the underfull test (leaves only; branches are
+/// measured in children).
+fn leaf_bytes(page: &PageBuf) -> usize {
+    (0..leaf_len(page)).map(|i| leaf_entry_cost(page, i)).sum()
+}
+
+/// Joins rebuilt leaves that came out underfull with a neighbour (reading it if unchanged),
+/// so that deletes do not leave a tree of near-empty pages.
+fn join_underfull(
+    pager: &Pager,
+    out: &mut Vec<(Option<Key>, Child, bool)>,
+    freed: &mut Vec<u64>,
+) -> Result<()> {
+    if out.len() < 2 {
+        return Ok(());
+    }
+    let mut i = 0;
+    while i < out.len() && out.len() >= 2 {
+        let small = matches!(&out[i], (_, Child::Leaf(p), true) if leaf_bytes(p) < UNDERFULL);
+        if !small {
+            i += 1;
+            continue;
+        }
+        // Join with the right neighbour, or the left one for the last child.
+        let (a, b) = if i + 1 < out.len() {
+            (i, i + 1)
+        } else {
+            (i - 1, i)
+        };
+        let left = leaf_page_of(pager, &out[a].1, freed)?;
+        let right = leaf_page_of(pager, &out[b].1, freed)?;
+        let (Some(left), Some(right)) = (left, right) else {
+            // A neighbour that is a branch (mixed levels cannot happen in a valid tree).
+            i += 1;
+            continue;
+        };
+        let mut entries: Vec<(&[u8], &[u8])> = Vec::new();
+        for p in [&left, &right] {
+            for j in 0..leaf_len(p) {
+                entries.push((leaf_key(p, j), leaf_payload(p, j)));
+            }
+        }
+        let pieces = pack_leaves(&entries);
+        let sep = out[a].0;
+        let mut replacement: Vec<(Option<Key>, Child, bool)> = Vec::new();
+        for (j, piece) in pieces.into_iter().enumerate() {
+            let s = if j == 0 { sep } else { piece.first };
+            replacement.push((s, piece.node, false));
+        }
+        out.splice(a..=b, replacement);
+        i = a + 1;
+    }
+    Ok(())
+}
+
+/// The page of a leaf child, reading it (and marking it freed) if unchanged.
+fn leaf_page_of(
+    pager: &Pager,
+    child: &Child,
+    freed: &mut Vec<u64>,
+) -> Result<Option<Arc<PageBuf>>> {
+    Ok(match child {
+        Child::Leaf(p) => Some(Arc::new((**p).clone())),
+        Child::Branch(_) => None,
+        Child::Clean(r) => match read_node(pager, *r)? {
+            Node::Leaf(p) => {
+                freed.push(r.pgno);
+                Some(p)
+            }
+            Node::Branch(_) => None,
+        },
+    })
+}
+
+/// Gives every new node of `root` a page number from `allocate`, children first, seals it and
+/// adds it to `out`; returns the root's reference.
+pub fn write(
+    root: Option<Child>,
+    seq: u64,
+    allocate: &mut dyn FnMut() -> u64,
+    out: &mut Vec<(u64, Arc<PageBuf>)>,
+) -> Option<PageRef> {
+    root.map(|c| write_child(c, seq, allocate, out))
+}
+
+fn write_child(
+    child: Child,
+    seq: u64,
+    allocate: &mut dyn FnMut() -> u64,
+    out: &mut Vec<(u64, Arc<PageBuf>)>,
+) -> PageRef {
+    match child {
+        Child::Clean(r) => r,
+        Child::Leaf(mut page) => {
+            let pgno = allocate();
+            let n = page.len_field();
+            let crc = page.seal(PageKind::LeafNode, n, seq, pgno);
+            out.push((pgno, Arc::from(page)));
+            PageRef { pgno, crc }
+        }
+        Child::Branch(b) => {
+            let NewBranch { children, seps } = *b;
+            let refs: Vec<PageRef> = children
+                .into_iter()
+                .map(|c| write_child(c, seq, allocate, out))
+                .collect();
+            let mut page = PageBuf::zeroed();
+            let n = refs.len();
+            let bytes = page.bytes_mut();
+            for (i, r) in refs.iter().enumerate() {
+                r.encode(&mut bytes[HEADER_SIZE + PAGE_REF_SIZE * i..]);
+            }
+            let base = HEADER_SIZE + PAGE_REF_SIZE * n;
+            for (i, s) in seps.iter().enumerate() {
+                bytes[base + KEY_LEN * i..base + KEY_LEN * (i + 1)].copy_from_slice(&s.0);
+            }
+            let pgno = allocate();
+            let crc = page.seal(PageKind::BranchNode, n as u32, seq, pgno);
+            out.push((pgno, Arc::from(page)));
+            PageRef { pgno, crc }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::{MemStorage, Storage};
+    use std::collections::BTreeMap;
+    use std::path::Path;
+    use std::sync::atomic::AtomicBool;
+
+    fn pager() -> Pager {
+        let storage = MemStorage::new();
+        let file = storage.open(Path::new("/db/data"), true).unwrap();
+        Pager::new(
+            file,
+            Path::new("/db/data"),
+            1 << 20,
+            Arc::new(AtomicBool::new(false)),
+        )
+    }
+
+    fn key(i: u64) -> Key {
+        let mut k = [0u8; 31];
+        k[..8].copy_from_slice(&i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
+        Key(k)
+    }
+
+    /// Applies a batch and writes it; returns the new root.
+    fn apply(
+        pager: &Pager,
+        root: Option<PageRef>,
+        changes: &BTreeMap<Key, Option<Vec<u8>>>,
+        next: &mut u64,
+    ) -> Option<PageRef> {
+        let list: Vec<Change<'_>> = changes.iter().map(|(k, v)| (*k, v.as_deref())).collect();
+        let up = update(pager, root, &list).unwrap();
+        let mut out = Vec::new();
+        let mut alloc = || {
+            *next += 1;
+            *next
+        };
+        let r = write(up.root, 1, &mut alloc, &mut out);
+        pager.write_pages(out).unwrap();
+        r
+    }
+
+    fn check(pager: &Pager, root: Option<PageRef>, model: &BTreeMap<Key, Vec<u8>>) {
+        for (k, v) in model {
+            assert_eq!(get(pager, root, k).unwrap().unwrap().bytes(), &v[..]);
+        }
+        let mut seen = Vec::new();
+        range(pager, root, &Key([0; 31]), &Key([0xFF; 31]), &mut |k, v| {
+            seen.push((*k, v.to_vec()));
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(
+            seen,
+            model
+                .iter()
+                .map(|(k, v)| (*k, v.clone()))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn batches_of_inserts_updates_and_deletes() {
+        let pager = pager();
+        let mut next = 1u64;
+        let mut root = None;
+        let mut model = BTreeMap::new();
+        for round in 0..6u64 {
+            let mut changes = BTreeMap::new();
+            for i in 0..3000u64 {
+                let k = key(i * 7 + round % 3);
+                let v = if (i + round) % 5 == 0 {
+                    None
+                } else {
+                    Some(vec![(i % 251) as u8; ((i * 13 + round) % 300) as usize])
+                };
+                changes.insert(k, v);
+            }
+            for (k, v) in &changes {
+                match v {
+                    Some(v) => {
+                        model.insert(*k, v.clone());
+                    }
+                    None => {
+                        model.remove(k);
+                    }
+                }
+            }
+            root = apply(&pager, root, &changes, &mut next);
+            check(&pager, root, &model);
+        }
+        // Delete everything.
+        let changes: BTreeMap<Key, Option<Vec<u8>>> = model.keys().map(|k| (*k, None)).collect();
+        root = apply(&pager, root, &changes, &mut next);
+        assert!(root.is_none());
+    }
+
+    #[test]
+    fn ranges() {
+        let pager = pager();
+        let mut next = 1u64;
+        let changes: BTreeMap<Key, Option<Vec<u8>>> =
+            (0..5000u64).map(|i| (key(i), Some(vec![1; 40]))).collect();
+        let root = apply(&pager, None, &changes, &mut next);
+        let keys: Vec<Key> = changes.keys().copied().collect();
+        let (lo, hi) = (keys[1000], keys[1200]);
+        let mut seen = Vec::new();
+        range(&pager, root, &lo, &hi, &mut |k, _| {
+            seen.push(*k);
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(seen, keys[1000..=1200].to_vec());
+    }
+}

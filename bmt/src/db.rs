@@ -1,0 +1,818 @@
+//! The database handle: open and recovery, the overlay of uncommitted changes, reads, and the
+//! commit protocol.
+//!
+//! # Commit, step by step
+//!
+//! 1. The overlay (a sorted map of uncommitted writes and deletes) is taken whole.
+//! 2. Each change is looked up in the flat store: a delete of an absent key or a write of the
+//!    value already there changes nothing and is dropped; the others become trie changes
+//!    (new leaf hash, and +1/0/-1 keys).
+//! 3. The trie is updated along the changed paths only ([`crate::trie::Update`]).
+//! 4. New pages get page numbers from the free space (never a page the committed state uses),
+//!    children before parents: overflow extents, trie pages, the trie page table, the flat
+//!    store, and (when a meta record is written) the free list.
+//! 5. All new pages are written, then made durable (`fdatasync`).
+//! 6. The meta record naming the new roots is written to the slot the previous commit did not
+//!    use, and made durable. This is the commit point.
+//!
+//! With `durable_commits(false)`, steps 5 and 6 are put off to [`Nomt::sync`]: the commit's
+//! pages are written but not synced and no meta record is written, so a crash returns the
+//! database to the last synced commit, whole.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bmt_core::{Hash, Key, KeyError, LeafNode, LeafValue, MerkleProof, ValueHasher};
+use parking_lot::{Mutex, RwLock};
+
+use crate::btree;
+use crate::error::{Error, Result};
+use crate::flat::{self, Entry, MAX_VALUE_LEN};
+use crate::freelist::FreeSpace;
+use crate::io::{DirLock, Storage};
+use crate::meta::{Meta, MetaError};
+use crate::options::Options;
+use crate::page::{PAGE_REF_SIZE, PageBuf, PageKind, PageRef};
+use crate::pager::Pager;
+use crate::trie::{self, NodeKind, PageId, TrieChange, TrieSource};
+
+/// The name of the data file inside the database directory.
+pub const DATA_FILE: &str = "data.bmt";
+
+/// Something that names a state key: a [`Key`], 31 bytes, or 32 bytes ending in zero.
+pub trait IntoKey {
+    /// The key, or why these bytes are not one.
+    fn into_key(self) -> Result<Key, KeyError>;
+}
+
+impl IntoKey for Key {
+    fn into_key(self) -> Result<Key, KeyError> {
+        Ok(self)
+    }
+}
+
+impl IntoKey for &Key {
+    fn into_key(self) -> Result<Key, KeyError> {
+        Ok(*self)
+    }
+}
+
+impl IntoKey for [u8; 31] {
+    fn into_key(self) -> Result<Key, KeyError> {
+        Ok(Key(self))
+    }
+}
+
+impl IntoKey for [u8; 32] {
+    fn into_key(self) -> Result<Key, KeyError> {
+        Key::from_slice(&self)
+    }
+}
+
+impl IntoKey for &[u8] {
+    fn into_key(self) -> Result<Key, KeyError> {
+        Key::from_slice(self)
+    }
+}
+
+impl IntoKey for &Vec<u8> {
+    fn into_key(self) -> Result<Key, KeyError> {
+        Key::from_slice(self)
+    }
+}
+
+/// One committed state, as readers see it.
+#[derive(Debug, Clone)]
+pub(crate) struct Version {
+    pub(crate) seq: u64,
+    pub(crate) root: Hash,
+    pub(crate) key_count: u64,
+    pub(crate) flat_root: Option<PageRef>,
+    pub(crate) pt_root: Option<PageRef>,
+}
+
+/// The result of a commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinishedSession {
+    prev_root: Hash,
+    root: Hash,
+    seq: u64,
+}
+
+impl FinishedSession {
+    /// The root before the commit.
+    pub fn prev_root(&self) -> Hash {
+        self.prev_root
+    }
+
+    /// The root after the commit.
+    pub fn root(&self) -> Hash {
+        self.root
+    }
+
+    /// The commit's sequence number (one more for each commit).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+/// The writer's bookkeeping: what is free, what waits to become free, where the file ends.
+#[derive(Debug)]
+struct Space {
+    /// Pages free now.
+    free: FreeSpace,
+    /// Pages freed by commit `seq`, reusable once no reader holds an older state and that
+    /// commit is durable.
+    pending: Vec<(u64, Vec<(u64, u64)>)>,
+    /// Pages in use: the logical end of the file.
+    page_count: u64,
+    /// The free-list chain of the last meta record (freed when the next one is written).
+    freelist_pages: Vec<u64>,
+    /// The last commit whose meta record is durable.
+    durable_seq: u64,
+    /// The state of the last durable meta record (for a deferred-durability sync).
+    meta_rollback: [u8; 48],
+}
+
+/// An embedded, persistent, authenticated JAM state database.
+///
+/// Writes go to an in-memory overlay that [`Nomt::get`] sees first; [`Nomt::commit`] applies
+/// them to disk atomically and returns the new state root. The handle is `Send + Sync`: reads
+/// may run on many threads while one thread commits.
+pub struct Nomt {
+    path: PathBuf,
+    options: Options,
+    pager: Pager,
+    hasher: Arc<dyn ValueHasher>,
+    elide_below: u32,
+    current: RwLock<Arc<Version>>,
+    /// Versions handed to readers, to know which freed pages are still in use.
+    history: Mutex<Vec<Arc<Version>>>,
+    overlay: Mutex<BTreeMap<Key, Option<Vec<u8>>>>,
+    writer: Mutex<Space>,
+    closed: AtomicBool,
+    lock: Mutex<Option<Box<dyn DirLock>>>,
+}
+
+impl Nomt {
+    /// Opens (or creates) the database described by `options`.
+    ///
+    /// Opening reads the two meta records and takes the newer valid one: no part of the data
+    /// is scanned. A second open of the same directory, from this process or another, fails
+    /// with [`Error::Locked`] while the first handle is open.
+    pub fn open(options: Options) -> Result<Nomt> {
+        let storage: Arc<dyn Storage> = options.storage.clone();
+        let path = options.path.clone();
+        let io_err = |source| Error::Io {
+            path: path.clone(),
+            source,
+        };
+        if !storage.exists(&path).map_err(io_err)? {
+            if !options.create_if_missing {
+                return Err(Error::InvalidPath {
+                    path: path.clone(),
+                    why: "no database here (and create_if_missing is off)".into(),
+                });
+            }
+            storage.create_dir_all(&path).map_err(io_err)?;
+        }
+        let lock = storage
+            .try_lock(&path)
+            .map_err(io_err)?
+            .ok_or_else(|| Error::Locked(path.clone()))?;
+        let data_path = path.join(DATA_FILE);
+        let existed = storage.exists(&data_path).map_err(io_err)?;
+        let file = storage.open(&data_path, true).map_err(|source| Error::Io {
+            path: data_path.clone(),
+            source,
+        })?;
+        let poisoned = Arc::new(AtomicBool::new(false));
+        let pager = Pager::new(file, &data_path, options.page_cache_bytes, poisoned);
+        let file_pages = pager.file_pages()?;
+        let hasher = options.value_hasher.clone();
+        let (meta, fresh) = if !existed || file_pages == 0 {
+            (None, true)
+        } else {
+            (Some(recover_meta(&pager)?), false)
+        };
+        let meta = match meta {
+            Some(m) => m,
+            None => {
+                debug_assert!(fresh);
+                let m = Meta {
+                    seq: 0,
+                    root: Hash::ZERO,
+                    flat_root: None,
+                    pt_root: None,
+                    freelist: None,
+                    page_count: 2,
+                    key_count: 0,
+                    elide_below: options.elide_below,
+                    hasher: hasher.name().to_string(),
+                    rollback: [0; 48],
+                };
+                // Both slots hold a valid record from the start.
+                pager.write_uncached(0, &m.encode())?;
+                let mut m1 = m.clone();
+                m1.seq = 1;
+                pager.write_uncached(1, &m1.encode())?;
+                pager.sync()?;
+                storage.sync_dir(&path).map_err(io_err)?;
+                m1
+            }
+        };
+        if meta.hasher != hasher.name() {
+            return Err(Error::IncompatibleOptions {
+                what: "value hasher",
+                stored: meta.hasher.clone(),
+                given: hasher.name().to_string(),
+            });
+        }
+        // The free list of the record in force.
+        let mut free = FreeSpace::new();
+        let mut freelist_pages = Vec::new();
+        let mut next = meta.freelist;
+        while let Some(r) = next {
+            if freelist_pages.len() as u64 > meta.page_count {
+                return Err(pager.corrupted(r.pgno, "free-list chain loops"));
+            }
+            let page = pager.read_uncached(r.pgno, PageKind::FreeList, Some(r.crc))?;
+            freelist_pages.push(r.pgno);
+            next = free
+                .decode_page(&page)
+                .map_err(|e| pager.corrupted(r.pgno, e))?;
+        }
+        if free.iter().any(|(s, l)| s + l > meta.page_count) {
+            return Err(pager.corrupted(0, "free list names pages past the end of the data"));
+        }
+        let version = Arc::new(Version {
+            seq: meta.seq,
+            root: meta.root,
+            key_count: meta.key_count,
+            flat_root: meta.flat_root,
+            pt_root: meta.pt_root,
+        });
+        Ok(Nomt {
+            path,
+            elide_below: meta.elide_below,
+            options,
+            pager,
+            hasher,
+            current: RwLock::new(version.clone()),
+            history: Mutex::new(vec![version]),
+            overlay: Mutex::new(BTreeMap::new()),
+            writer: Mutex::new(Space {
+                free,
+                pending: Vec::new(),
+                page_count: meta.page_count,
+                freelist_pages,
+                durable_seq: meta.seq,
+                meta_rollback: meta.rollback,
+            }),
+            closed: AtomicBool::new(false),
+            lock: Mutex::new(Some(lock)),
+        })
+    }
+
+    /// The directory of the database.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn check_usable(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        self.pager.check_poisoned()
+    }
+
+    /// The state committed last: the version readers start from.
+    fn version(&self) -> Arc<Version> {
+        self.current.read().clone()
+    }
+
+    /// The root of the last committed state.
+    pub fn root(&self) -> Hash {
+        self.current.read().root
+    }
+
+    /// The number of keys in the last committed state.
+    pub fn key_count(&self) -> u64 {
+        self.current.read().key_count
+    }
+
+    /// Stages a write of `value` under `key`, seen by [`Nomt::get`] at once and applied to
+    /// disk by the next [`Nomt::commit`].
+    pub fn insert(&self, key: impl IntoKey, value: impl AsRef<[u8]>) -> Result<()> {
+        let key = key.into_key()?;
+        let value = value.as_ref();
+        if value.len() > MAX_VALUE_LEN {
+            return Err(Error::ValueTooLarge {
+                len: value.len() as u64,
+                max: MAX_VALUE_LEN as u64,
+            });
+        }
+        self.check_usable()?;
+        self.overlay.lock().insert(key, Some(value.to_vec()));
+        Ok(())
+    }
+
+    /// Stages a delete of `key` (deleting an absent key is not an error).
+    pub fn delete(&self, key: impl IntoKey) -> Result<()> {
+        let key = key.into_key()?;
+        self.check_usable()?;
+        self.overlay.lock().insert(key, None);
+        Ok(())
+    }
+
+    /// The value of `key`: staged changes first, then the committed state.
+    pub fn get(&self, key: impl IntoKey) -> Result<Option<Vec<u8>>> {
+        let key = key.into_key()?;
+        self.check_usable()?;
+        if let Some(staged) = self.overlay.lock().get(&key) {
+            return Ok(staged.clone());
+        }
+        let version = self.version();
+        self.get_committed(&version, &key)
+    }
+
+    fn get_committed(&self, version: &Version, key: &Key) -> Result<Option<Vec<u8>>> {
+        let Some(payload) = btree::get(&self.pager, version.flat_root, key)? else {
+            return Ok(None);
+        };
+        let entry = self.decode_entry(payload.bytes())?;
+        Ok(Some(self.entry_value(&entry)?))
+    }
+
+    fn decode_entry<'p>(&self, payload: &'p [u8]) -> Result<Entry<'p>> {
+        flat::decode(payload).map_err(|e| self.pager.corrupted(0, format!("flat entry: {e}")))
+    }
+
+    fn entry_value(&self, entry: &Entry<'_>) -> Result<Vec<u8>> {
+        match entry {
+            Entry::Inline { value, .. } => Ok(value.to_vec()),
+            Entry::Overflow(o) => {
+                let extent = self
+                    .pager
+                    .read_extent(o.pgno, o.pages, PageKind::Overflow, o.crc)?;
+                flat::extent_value(&extent, o).map_err(|e| self.pager.corrupted(o.pgno, e))
+            }
+        }
+    }
+
+    /// A proof of `key`'s committed value (or absence) against [`Nomt::root`].
+    pub fn generate_proof(&self, key: impl IntoKey) -> Result<MerkleProof> {
+        let key = key.into_key()?;
+        self.check_usable()?;
+        let version = self.version();
+        let src = Snapshot {
+            db: self,
+            version: &version,
+        };
+        trie::prove(
+            &src,
+            self.elide_below,
+            NodeKind::root(version.root, version.key_count),
+            version.key_count,
+            &key,
+        )
+    }
+
+    /// Applies every staged change to disk, atomically, and returns the new root.
+    ///
+    /// The commit is durable when this returns (unless `durable_commits(false)`). If it
+    /// fails, the database stays at its previous root and the staged changes are kept; an
+    /// I/O failure also poisons the handle, and reopening recovers the last durable commit
+    /// (the failed one too, if its meta record was already durable).
+    pub fn commit(&self) -> Result<FinishedSession> {
+        self.check_usable()?;
+        let mut space = self.writer.lock();
+        let changes = std::mem::take(&mut *self.overlay.lock());
+        match self.commit_changes(&mut space, &changes) {
+            Ok(done) => Ok(done),
+            Err(e) => {
+                // Give the changes back, under anything staged since.
+                let mut overlay = self.overlay.lock();
+                for (k, v) in changes {
+                    overlay.entry(k).or_insert(v);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn commit_changes(
+        &self,
+        space: &mut Space,
+        changes: &BTreeMap<Key, Option<Vec<u8>>>,
+    ) -> Result<FinishedSession> {
+        let base = self.version();
+        let seq = base.seq + 1;
+        self.release_pending(space, &base);
+        let src = Snapshot {
+            db: self,
+            version: &base,
+        };
+
+        // Classify the changes against the committed state.
+        let mut trie_changes: Vec<TrieChange> = Vec::with_capacity(changes.len());
+        let mut flat_changes: Vec<(Key, Option<&[u8]>)> = Vec::with_capacity(changes.len());
+        let mut freed: Vec<(u64, u64)> = Vec::new();
+        let mut large: Vec<(Key, &[u8])> = Vec::new();
+        let mut payloads: Vec<Vec<u8>> = Vec::with_capacity(changes.len());
+        let mut payload_of: Vec<Option<usize>> = Vec::with_capacity(changes.len());
+        let mut key_count = base.key_count as i64;
+        for (key, new) in changes {
+            let old = btree::get(&self.pager, base.flat_root, key)?;
+            let old_entry = old
+                .as_ref()
+                .map(|p| self.decode_entry(p.bytes()))
+                .transpose()?;
+            let old_leaf = old_entry.as_ref().map(Entry::leaf_value);
+            let new_leaf = new.as_ref().map(|v| LeafValue::new(v, &*self.hasher));
+            if old_leaf == new_leaf {
+                continue;
+            }
+            if let Some(Entry::Overflow(o)) = &old_entry {
+                freed.push((o.pgno, o.pages));
+            }
+            let delta = match (&old_leaf, &new_leaf) {
+                (None, Some(_)) => 1,
+                (Some(_), None) => -1,
+                _ => 0,
+            };
+            key_count += delta;
+            trie_changes.push(TrieChange {
+                key: *key,
+                leaf: new_leaf.map(|value| LeafNode { key: *key, value }.hash()),
+                delta,
+            });
+            match new {
+                None => payload_of.push(None),
+                Some(v) if v.len() <= flat::INLINE_MAX => {
+                    payloads.push(flat::encode_inline(v, &*self.hasher));
+                    payload_of.push(Some(payloads.len() - 1));
+                }
+                Some(v) => {
+                    large.push((*key, v));
+                    payload_of.push(Some(usize::MAX));
+                }
+            }
+            flat_changes.push((*key, None));
+        }
+
+        // The trie, along the changed paths.
+        let delta = trie::Update::run(
+            &src,
+            self.elide_below,
+            NodeKind::root(base.root, base.key_count),
+            base.key_count,
+            &trie_changes,
+        )?;
+        let new_root = delta.root.hash();
+
+        // From here on, pages are allocated; work on a copy of the free space so that a
+        // failure leaves the writer's state as it was.
+        let mut free = space.free.clone();
+        let mut page_count = space.page_count;
+        let mut alloc_run = |n: u64| -> u64 {
+            free.allocate(n).unwrap_or_else(|| {
+                let p = page_count;
+                page_count += n;
+                p
+            })
+        };
+        let mut out_pages: Vec<(u64, Arc<PageBuf>)> = Vec::new();
+        let mut extents: Vec<(u64, Vec<u8>)> = Vec::new();
+
+        // Values stored out of line.
+        let mut large_payloads = Vec::with_capacity(large.len());
+        for (_, v) in &large {
+            let pages = flat::extent_pages(v.len());
+            let pgno = alloc_run(pages);
+            let (bytes, crc) = flat::build_extent(v, seq, pgno);
+            extents.push((pgno, bytes));
+            large_payloads.push(flat::encode_overflow(&flat::OverflowRef {
+                hash: self.hasher.hash_value(v),
+                len: v.len() as u64,
+                pgno,
+                pages,
+                crc,
+            }));
+        }
+        let mut large_iter = large_payloads.iter();
+        for (i, slot) in payload_of.iter().enumerate() {
+            flat_changes[i].1 = match slot {
+                None => None,
+                Some(usize::MAX) => large_iter.next().map(|p| p.as_slice()),
+                Some(j) => Some(payloads[*j].as_slice()),
+            };
+        }
+
+        // Trie pages, then the page table that finds them.
+        let mut table_changes: Vec<(Key, Option<[u8; PAGE_REF_SIZE]>)> = Vec::new();
+        for (id, page, old) in delta.pages {
+            if let Some(old) = old {
+                freed.push((old.pgno, 1));
+            }
+            match page {
+                Some(p) => {
+                    let mut buf = p.encode();
+                    let pgno = alloc_run(1);
+                    let crc = buf.seal(PageKind::Trie, 0, seq, pgno);
+                    let mut r = [0u8; PAGE_REF_SIZE];
+                    PageRef { pgno, crc }.encode(&mut r);
+                    table_changes.push((id.table_key(), Some(r)));
+                    out_pages.push((pgno, Arc::from(buf)));
+                }
+                None => table_changes.push((id.table_key(), None)),
+            }
+        }
+        table_changes.sort_by_key(|(k, _)| *k);
+        let table_list: Vec<btree::Change<'_>> = table_changes
+            .iter()
+            .map(|(k, v)| (*k, v.as_ref().map(|r| &r[..])))
+            .collect();
+        let table = btree::update(&self.pager, base.pt_root, &table_list)?;
+        freed.extend(table.freed.iter().map(|p| (*p, 1)));
+        let mut alloc_one = || alloc_run(1);
+        let pt_root = btree::write(table.root, seq, &mut alloc_one, &mut out_pages);
+
+        // The flat store.
+        let flat = btree::update(&self.pager, base.flat_root, &flat_changes)?;
+        freed.extend(flat.freed.iter().map(|p| (*p, 1)));
+        let flat_root = btree::write(flat.root, seq, &mut alloc_one, &mut out_pages);
+
+        let version = Version {
+            seq,
+            root: new_root,
+            key_count: key_count.max(0) as u64,
+            flat_root,
+            pt_root,
+        };
+
+        // Write and make durable.
+        for (pgno, bytes) in &extents {
+            self.pager.write_extent(*pgno, bytes)?;
+        }
+        self.pager.write_pages(out_pages)?;
+        let mut new_space_free = free;
+        let mut pending = std::mem::take(&mut space.pending);
+        pending.push((seq, freed));
+        let mut freelist_pages = space.freelist_pages.clone();
+        let mut durable_seq = space.durable_seq;
+        if self.options.durable_commits {
+            self.pager.sync()?;
+            let written = self.write_meta(
+                &version,
+                &mut new_space_free,
+                &mut page_count,
+                &mut pending,
+                &mut freelist_pages,
+                space.meta_rollback,
+            )?;
+            debug_assert!(written);
+            durable_seq = seq;
+        }
+
+        // The commit happened: publish it.
+        space.free = new_space_free;
+        space.pending = pending;
+        space.page_count = page_count;
+        space.freelist_pages = freelist_pages;
+        space.durable_seq = durable_seq;
+        let version = Arc::new(version);
+        *self.current.write() = version.clone();
+        self.history.lock().push(version);
+        Ok(FinishedSession {
+            prev_root: base.root,
+            root: new_root,
+            seq,
+        })
+    }
+
+    /// Writes the meta record for `version`: the free list first (every page `version` does
+    /// not use), then the record, each made durable. Pages of the previous free list are
+    /// freed by this record.
+    fn write_meta(
+        &self,
+        version: &Version,
+        free: &mut FreeSpace,
+        page_count: &mut u64,
+        pending: &mut Vec<(u64, Vec<(u64, u64)>)>,
+        freelist_pages: &mut Vec<u64>,
+        rollback: [u8; 48],
+    ) -> Result<bool> {
+        // The old free list is not needed once this record is durable.
+        let old_list: Vec<(u64, u64)> = freelist_pages.iter().map(|p| (*p, 1)).collect();
+        pending.push((version.seq, old_list));
+        // The list pages come from the pages free now (or the file end); the list names
+        // everything this state does not use, as a reopen sees it: free and pending pages.
+        let mut pgnos: Vec<u64> = Vec::new();
+        let all = loop {
+            let mut all = free.clone();
+            for (_, runs) in pending.iter() {
+                for (s, l) in runs {
+                    all.free(*s, *l);
+                }
+            }
+            let needed = all.pages_needed();
+            if needed <= pgnos.len() {
+                break all;
+            }
+            while pgnos.len() < needed {
+                let p = free.allocate(1).unwrap_or_else(|| {
+                    let q = *page_count;
+                    *page_count += 1;
+                    q
+                });
+                pgnos.push(p);
+            }
+        };
+        let (head, pages) = all.encode(&pgnos, version.seq);
+        let pages: Vec<(u64, Arc<PageBuf>)> =
+            pages.into_iter().map(|(p, b)| (p, Arc::from(b))).collect();
+        self.pager.write_pages(pages)?;
+        let meta = Meta {
+            seq: version.seq,
+            root: version.root,
+            flat_root: version.flat_root,
+            pt_root: version.pt_root,
+            freelist: head,
+            page_count: *page_count,
+            key_count: version.key_count,
+            elide_below: self.elide_below,
+            hasher: self.hasher.name().to_string(),
+            rollback,
+        };
+        self.pager.sync()?;
+        self.pager.write_uncached(version.seq % 2, &meta.encode())?;
+        self.pager.sync()?;
+        *freelist_pages = pgnos;
+        Ok(true)
+    }
+
+    /// Moves pending pages to the free space once nothing can read them: their commit is
+    /// durable, and no reader holds a state older than that commit.
+    fn release_pending(&self, space: &mut Space, current: &Arc<Version>) {
+        let oldest_reader = {
+            let mut history = self.history.lock();
+            history.retain(|v| Arc::strong_count(v) > 1 || Arc::ptr_eq(v, current));
+            history.iter().map(|v| v.seq).min().unwrap_or(current.seq)
+        };
+        let durable = space.durable_seq;
+        let mut keep = Vec::new();
+        for (seq, runs) in std::mem::take(&mut space.pending) {
+            if seq <= durable && seq <= oldest_reader {
+                for (s, l) in runs {
+                    space.free.free(s, l);
+                    for p in s..s + l {
+                        self.pager.forget(p);
+                    }
+                }
+            } else {
+                keep.push((seq, runs));
+            }
+        }
+        space.pending = keep;
+    }
+
+    /// Makes every commit so far durable (a no-op when commits are durable already).
+    pub fn sync(&self) -> Result<()> {
+        self.check_usable()?;
+        let mut space = self.writer.lock();
+        let version = self.version();
+        if space.durable_seq == version.seq {
+            return Ok(());
+        }
+        self.pager.sync()?;
+        let mut free = space.free.clone();
+        let mut page_count = space.page_count;
+        let mut pending = std::mem::take(&mut space.pending);
+        let mut freelist_pages = space.freelist_pages.clone();
+        let result = self.write_meta(
+            &version,
+            &mut free,
+            &mut page_count,
+            &mut pending,
+            &mut freelist_pages,
+            space.meta_rollback,
+        );
+        space.pending = pending;
+        result?;
+        space.free = free;
+        space.page_count = page_count;
+        space.freelist_pages = freelist_pages;
+        space.durable_seq = version.seq;
+        Ok(())
+    }
+
+    /// Makes everything durable and releases the directory: later calls on this handle fail
+    /// with [`Error::Closed`]. Staged, uncommitted changes are dropped.
+    pub fn close(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let result = if self.pager.check_poisoned().is_ok() {
+            self.closed.store(false, Ordering::Release);
+            let r = self.sync();
+            self.closed.store(true, Ordering::Release);
+            r
+        } else {
+            Ok(())
+        };
+        self.lock.lock().take();
+        result
+    }
+}
+
+impl std::fmt::Debug for Nomt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Nomt")
+            .field("path", &self.path)
+            .field("root", &self.root())
+            .field("key_count", &self.key_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Nomt {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+/// Reads both meta slots and returns the newer valid record.
+fn recover_meta(pager: &Pager) -> Result<Meta> {
+    let mut best: Option<Meta> = None;
+    let mut errors = Vec::new();
+    for slot in 0..2u64 {
+        match pager.read_uncached(slot, PageKind::Meta, None) {
+            Ok(page) => match Meta::decode(&page) {
+                Ok(m) => {
+                    if best.as_ref().is_none_or(|b| m.seq > b.seq) {
+                        best = Some(m);
+                    }
+                }
+                Err(MetaError::UnknownVersion(v)) => {
+                    return Err(Error::UnsupportedVersion {
+                        path: pager.path().to_path_buf(),
+                        found: v,
+                        supported: crate::meta::FORMAT_VERSION,
+                    });
+                }
+                Err(MetaError::Invalid(e)) => errors.push(format!("slot {slot}: {e}")),
+            },
+            Err(e @ Error::Io { .. }) => return Err(e),
+            Err(e) => errors.push(format!("slot {slot}: {e}")),
+        }
+    }
+    best.ok_or_else(|| pager.corrupted(0, format!("no valid meta record ({})", errors.join("; "))))
+}
+
+/// A committed state as the trie reads it.
+struct Snapshot<'a> {
+    db: &'a Nomt,
+    version: &'a Version,
+}
+
+impl TrieSource for Snapshot<'_> {
+    fn page(&self, id: &PageId) -> Result<Option<(Arc<PageBuf>, PageRef)>> {
+        let Some(payload) = btree::get(&self.db.pager, self.version.pt_root, &id.table_key())?
+        else {
+            return Ok(None);
+        };
+        let r = PageRef::decode(payload.bytes())
+            .filter(|_| payload.bytes().len() == PAGE_REF_SIZE)
+            .ok_or_else(|| self.db.pager.corrupted(0, "bad trie page reference"))?;
+        let page = self
+            .db
+            .pager
+            .read_with(r, PageKind::Trie, trie::validate_page)?;
+        Ok(Some((page, r)))
+    }
+
+    fn scan(
+        &self,
+        lo: &Key,
+        hi: &Key,
+        f: &mut dyn FnMut(&Key, LeafValue) -> Result<bool>,
+    ) -> Result<()> {
+        btree::range(
+            &self.db.pager,
+            self.version.flat_root,
+            lo,
+            hi,
+            &mut |k, payload| {
+                let entry = self.db.decode_entry(payload)?;
+                f(k, entry.leaf_value())
+            },
+        )
+    }
+
+    fn inconsistent(&self, what: String) -> Error {
+        self.db.pager.corrupted(0, format!("trie: {what}"))
+    }
+}

@@ -1,0 +1,169 @@
+//! The meta record: the commit point.
+//!
+//! Pages 0 and 1 of the data file are two meta slots. Commit `n` writes its record into slot
+//! `n % 2` after every page it refers to is durable; once that record is durable, the commit
+//! has happened. Opening reads both slots and takes the valid record with the higher sequence
+//! number, so a torn meta write leaves the previous commit in force.
+//!
+//! Record layout after the common page header (kind [`PageKind::Meta`], page number 0 or 1,
+//! sequence number = the commit's):
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 0..4 | magic `b"BMTD"` |
+//! | 4..8 | format version (u32) |
+//! | 8..12 | page size (u32, 4096) |
+//! | 12..44 | state root |
+//! | 44..56 | flat store B+tree root reference (zeros: empty) |
+//! | 56..68 | trie page table root reference (zeros: empty) |
+//! | 68..80 | free-list head reference (zeros: no free pages) |
+//! | 80..88 | pages in use: the file's logical length in pages |
+//! | 88..96 | number of keys |
+//! | 96..100 | trie page elision threshold |
+//! | 100..101 | length of the value hasher's name |
+//! | 101..133 | value hasher's name (ASCII, zero padded) |
+//! | 133..181 | rollback log state (see [`crate::rollback`]; zeros when none) |
+//!
+//! All integers are little endian.
+
+use bmt_core::Hash;
+
+use crate::page::{PAGE_REF_SIZE, PAGE_SIZE, PageBuf, PageKind, PageRef};
+
+/// Magic at the start of the meta record body.
+pub const META_MAGIC: [u8; 4] = *b"BMTD";
+/// The on-disk format version this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A decoded meta record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    /// Commit sequence number.
+    pub seq: u64,
+    /// The state root.
+    pub root: Hash,
+    /// Root of the flat store.
+    pub flat_root: Option<PageRef>,
+    /// Root of the trie page table.
+    pub pt_root: Option<PageRef>,
+    /// Head of the free list.
+    pub freelist: Option<PageRef>,
+    /// Pages in use (logical file length).
+    pub page_count: u64,
+    /// Number of keys.
+    pub key_count: u64,
+    /// Trie page elision threshold.
+    pub elide_below: u32,
+    /// Name of the value hasher.
+    pub hasher: String,
+    /// Opaque rollback log state (48 bytes).
+    pub rollback: [u8; 48],
+}
+
+/// Why a meta slot could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetaError {
+    /// Not a meta record of this database format.
+    Invalid(String),
+    /// A meta record of an unknown format version.
+    UnknownVersion(u32),
+}
+
+impl Meta {
+    /// Encodes into a sealed page for slot `seq % 2`.
+    pub fn encode(&self) -> Box<PageBuf> {
+        let mut page = PageBuf::zeroed();
+        let b = page.body_mut();
+        b[0..4].copy_from_slice(&META_MAGIC);
+        b[4..8].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[8..12].copy_from_slice(&(PAGE_SIZE as u32).to_le_bytes());
+        b[12..44].copy_from_slice(self.root.as_bytes());
+        PageRef::encode_opt(self.flat_root, &mut b[44..44 + PAGE_REF_SIZE]);
+        PageRef::encode_opt(self.pt_root, &mut b[56..56 + PAGE_REF_SIZE]);
+        PageRef::encode_opt(self.freelist, &mut b[68..68 + PAGE_REF_SIZE]);
+        b[80..88].copy_from_slice(&self.page_count.to_le_bytes());
+        b[88..96].copy_from_slice(&self.key_count.to_le_bytes());
+        b[96..100].copy_from_slice(&self.elide_below.to_le_bytes());
+        let name = self.hasher.as_bytes();
+        let n = name.len().min(32);
+        b[100] = n as u8;
+        b[101..101 + n].copy_from_slice(&name[..n]);
+        b[133..181].copy_from_slice(&self.rollback);
+        page.seal(PageKind::Meta, 181, self.seq, self.seq % 2);
+        page
+    }
+
+    /// Decodes a meta page that passed its page checks.
+    pub fn decode(page: &PageBuf) -> Result<Meta, MetaError> {
+        let b = page.body();
+        if b[0..4] != META_MAGIC {
+            return Err(MetaError::Invalid("bad meta magic".into()));
+        }
+        let version = u32::from_le_bytes(b[4..8].try_into().expect("4 bytes"));
+        if version != FORMAT_VERSION {
+            return Err(MetaError::UnknownVersion(version));
+        }
+        let page_size = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes"));
+        if page_size as usize != PAGE_SIZE {
+            return Err(MetaError::Invalid(format!("page size {page_size}")));
+        }
+        let n = b[100] as usize;
+        if n > 32 {
+            return Err(MetaError::Invalid("hasher name too long".into()));
+        }
+        let hasher = std::str::from_utf8(&b[101..101 + n])
+            .map_err(|_| MetaError::Invalid("hasher name is not UTF-8".into()))?
+            .to_string();
+        let meta = Meta {
+            seq: page.seq(),
+            root: Hash(b[12..44].try_into().expect("32 bytes")),
+            flat_root: PageRef::decode(&b[44..56]),
+            pt_root: PageRef::decode(&b[56..68]),
+            freelist: PageRef::decode(&b[68..80]),
+            page_count: u64::from_le_bytes(b[80..88].try_into().expect("8 bytes")),
+            key_count: u64::from_le_bytes(b[88..96].try_into().expect("8 bytes")),
+            elide_below: u32::from_le_bytes(b[96..100].try_into().expect("4 bytes")),
+            hasher,
+            rollback: b[133..181].try_into().expect("48 bytes"),
+        };
+        for r in [meta.flat_root, meta.pt_root, meta.freelist]
+            .into_iter()
+            .flatten()
+        {
+            if r.pgno < 2 || r.pgno >= meta.page_count {
+                return Err(MetaError::Invalid(format!(
+                    "reference to page {} outside 2..{}",
+                    r.pgno, meta.page_count
+                )));
+            }
+        }
+        if meta.elide_below < 2 {
+            return Err(MetaError::Invalid("elision threshold below 2".into()));
+        }
+        Ok(meta)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let m = Meta {
+            seq: 5,
+            root: Hash([9; 32]),
+            flat_root: Some(PageRef { pgno: 7, crc: 1 }),
+            pt_root: None,
+            freelist: Some(PageRef { pgno: 3, crc: 2 }),
+            page_count: 10,
+            key_count: 100,
+            elide_below: 20,
+            hasher: "blake2b-256".into(),
+            rollback: [4; 48],
+        };
+        let page = m.encode();
+        crate::page::verify(page.bytes(), PageKind::Meta, 1, None).unwrap();
+        assert_eq!(Meta::decode(&page).unwrap(), m);
+    }
+}

@@ -1,0 +1,291 @@
+//! The 4 KiB page and its header, shared by every on-disk structure.
+//!
+//! Every page starts with a 32-byte header:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 0..4 | magic `b"bmtP"` |
+//! | 4 | page kind ([`PageKind`]) |
+//! | 5 | page format version (1) |
+//! | 6..8 | zero |
+//! | 8..12 | length: bytes of content in use (kind-specific meaning, little endian) |
+//! | 12..16 | CRC-32C of the page with these four bytes taken as zero, little endian |
+//! | 16..24 | sequence number of the commit that wrote the page, little endian |
+//! | 24..32 | the page's own page number, little endian |
+//!
+//! The checksum covers the magic, kind, length, sequence number, page number and content, so a
+//! zero-filled page (bad magic), a torn page (bad checksum) or a page written to the wrong
+//! place (wrong page number) is rejected. A *stale* page (a valid older page left where a newer
+//! one was expected) is caught by the reference that points at it: every reference to a page
+//! ([`PageRef`]) carries the page's checksum, and the reader compares them.
+
+use std::fmt;
+
+/// Size of every page.
+pub const PAGE_SIZE: usize = 4096;
+/// Size of the common page header.
+pub const HEADER_SIZE: usize = 32;
+/// The page magic.
+pub const PAGE_MAGIC: [u8; 4] = *b"bmtP";
+/// The page format version.
+pub const PAGE_VERSION: u8 = 1;
+
+/// What a page holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum PageKind {
+    /// A commit record (meta slot).
+    Meta = 1,
+    /// A B+tree branch.
+    BranchNode = 2,
+    /// A B+tree leaf.
+    LeafNode = 3,
+    /// A trie page: hashes of a 6-level subtrie.
+    Trie = 4,
+    /// A free-list page.
+    FreeList = 5,
+    /// The first page of a value stored out of line.
+    Overflow = 6,
+}
+
+impl PageKind {
+    fn from_u8(b: u8) -> Option<Self> {
+        Some(match b {
+            1 => PageKind::Meta,
+            2 => PageKind::BranchNode,
+            3 => PageKind::LeafNode,
+            4 => PageKind::Trie,
+            5 => PageKind::FreeList,
+            6 => PageKind::Overflow,
+            _ => return None,
+        })
+    }
+}
+
+/// A page-aligned 4 KiB buffer (aligned so that it can be used for direct I/O).
+#[repr(C, align(4096))]
+#[derive(Clone)]
+pub struct PageBuf(pub [u8; PAGE_SIZE]);
+
+impl fmt::Debug for PageBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PageBuf(kind {}, pgno {})", self.0[4], self.pgno())
+    }
+}
+
+impl PageBuf {
+    /// A zeroed page.
+    pub fn zeroed() -> Box<PageBuf> {
+        Box::new(PageBuf([0; PAGE_SIZE]))
+    }
+
+    /// The page bytes.
+    pub fn bytes(&self) -> &[u8; PAGE_SIZE] {
+        &self.0
+    }
+
+    /// The page bytes, mutably.
+    pub fn bytes_mut(&mut self) -> &mut [u8; PAGE_SIZE] {
+        &mut self.0
+    }
+
+    /// The content after the header.
+    pub fn body(&self) -> &[u8] {
+        &self.0[HEADER_SIZE..]
+    }
+
+    /// The content after the header, mutably.
+    pub fn body_mut(&mut self) -> &mut [u8] {
+        &mut self.0[HEADER_SIZE..]
+    }
+
+    /// The length field.
+    pub fn len_field(&self) -> u32 {
+        u32::from_le_bytes(self.0[8..12].try_into().expect("4 bytes"))
+    }
+
+    /// The sequence number field.
+    pub fn seq(&self) -> u64 {
+        u64::from_le_bytes(self.0[16..24].try_into().expect("8 bytes"))
+    }
+
+    /// The page number field.
+    pub fn pgno(&self) -> u64 {
+        u64::from_le_bytes(self.0[24..32].try_into().expect("8 bytes"))
+    }
+
+    /// The stored checksum.
+    pub fn stored_crc(&self) -> u32 {
+        u32::from_le_bytes(self.0[12..16].try_into().expect("4 bytes"))
+    }
+
+    /// Writes the header and the checksum; returns the checksum.
+    pub fn seal(&mut self, kind: PageKind, len: u32, seq: u64, pgno: u64) -> u32 {
+        write_header(&mut self.0, kind, len, seq, pgno)
+    }
+}
+
+/// Writes a header into the first 32 bytes of `bytes` and seals the checksum over all of
+/// `bytes` (one page, or a whole multi-page extent); returns the checksum.
+pub fn write_header(bytes: &mut [u8], kind: PageKind, len: u32, seq: u64, pgno: u64) -> u32 {
+    bytes[0..4].copy_from_slice(&PAGE_MAGIC);
+    bytes[4] = kind as u8;
+    bytes[5] = PAGE_VERSION;
+    bytes[6..8].fill(0);
+    bytes[8..12].copy_from_slice(&len.to_le_bytes());
+    bytes[12..16].fill(0);
+    bytes[16..24].copy_from_slice(&seq.to_le_bytes());
+    bytes[24..32].copy_from_slice(&pgno.to_le_bytes());
+    let crc = checksum(bytes);
+    bytes[12..16].copy_from_slice(&crc.to_le_bytes());
+    crc
+}
+
+/// CRC-32C of `bytes` with the checksum field (bytes 12..16) taken as zero.
+pub fn checksum(bytes: &[u8]) -> u32 {
+    let crc = crc32c::crc32c(&bytes[..12]);
+    let crc = crc32c::crc32c_append(crc, &[0; 4]);
+    crc32c::crc32c_append(crc, &bytes[16..])
+}
+
+/// Why a page failed its checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PageCheckError {
+    /// Not a page at all (zeroed or foreign bytes).
+    BadMagic,
+    /// A page format this build does not know.
+    UnknownVersion(u8),
+    /// Another kind of page than expected.
+    WrongKind {
+        /// What was expected.
+        expected: PageKind,
+        /// The kind byte found.
+        found: u8,
+    },
+    /// The page records another page number: written to the wrong place.
+    WrongPageNumber(u64),
+    /// The checksum does not match the content: torn or corrupted.
+    BadChecksum,
+    /// A valid page, but not the one the reference expects: stale.
+    Stale,
+}
+
+impl fmt::Display for PageCheckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PageCheckError::BadMagic => write!(f, "bad page magic"),
+            PageCheckError::UnknownVersion(v) => write!(f, "unknown page format version {v}"),
+            PageCheckError::WrongKind { expected, found } => {
+                write!(f, "expected a {expected:?} page, found kind {found}")
+            }
+            PageCheckError::WrongPageNumber(n) => write!(f, "page records page number {n}"),
+            PageCheckError::BadChecksum => write!(f, "checksum mismatch"),
+            PageCheckError::Stale => write!(f, "stale page (checksum differs from its reference)"),
+        }
+    }
+}
+
+/// Checks the header and checksum of a page or extent read from `pgno`.
+pub fn verify(
+    bytes: &[u8],
+    kind: PageKind,
+    pgno: u64,
+    expected_crc: Option<u32>,
+) -> Result<(), PageCheckError> {
+    if bytes[0..4] != PAGE_MAGIC {
+        return Err(PageCheckError::BadMagic);
+    }
+    if bytes[5] != PAGE_VERSION {
+        return Err(PageCheckError::UnknownVersion(bytes[5]));
+    }
+    if PageKind::from_u8(bytes[4]) != Some(kind) {
+        return Err(PageCheckError::WrongKind {
+            expected: kind,
+            found: bytes[4],
+        });
+    }
+    let recorded = u64::from_le_bytes(bytes[24..32].try_into().expect("8 bytes"));
+    if recorded != pgno {
+        return Err(PageCheckError::WrongPageNumber(recorded));
+    }
+    let stored = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes"));
+    if checksum(bytes) != stored {
+        return Err(PageCheckError::BadChecksum);
+    }
+    if let Some(expected) = expected_crc
+        && expected != stored
+    {
+        return Err(PageCheckError::Stale);
+    }
+    Ok(())
+}
+
+/// A reference to a page: where it is and the checksum it must have.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct PageRef {
+    /// Page number (offset / 4096). Never 0 or 1: those are the meta slots.
+    pub pgno: u64,
+    /// The page's checksum.
+    pub crc: u32,
+}
+
+/// Encoded size of a [`PageRef`].
+pub const PAGE_REF_SIZE: usize = 12;
+
+impl PageRef {
+    /// Encodes as 8-byte page number and 4-byte checksum, little endian.
+    pub fn encode(&self, out: &mut [u8]) {
+        out[..8].copy_from_slice(&self.pgno.to_le_bytes());
+        out[8..12].copy_from_slice(&self.crc.to_le_bytes());
+    }
+
+    /// Decodes; a zero page number means "none".
+    pub fn decode(bytes: &[u8]) -> Option<PageRef> {
+        let pgno = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+        let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+        (pgno != 0).then_some(PageRef { pgno, crc })
+    }
+
+    /// Encodes an optional reference (none as zeros).
+    pub fn encode_opt(r: Option<PageRef>, out: &mut [u8]) {
+        match r {
+            Some(r) => r.encode(out),
+            None => out[..PAGE_REF_SIZE].fill(0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_and_verify() {
+        let mut p = PageBuf::zeroed();
+        p.body_mut()[5] = 7;
+        let crc = p.seal(PageKind::LeafNode, 10, 3, 42);
+        assert_eq!(verify(p.bytes(), PageKind::LeafNode, 42, Some(crc)), Ok(()));
+        assert_eq!(
+            verify(p.bytes(), PageKind::LeafNode, 43, None),
+            Err(PageCheckError::WrongPageNumber(42))
+        );
+        assert!(matches!(
+            verify(p.bytes(), PageKind::Trie, 42, None),
+            Err(PageCheckError::WrongKind { .. })
+        ));
+        assert_eq!(
+            verify(p.bytes(), PageKind::LeafNode, 42, Some(crc ^ 1)),
+            Err(PageCheckError::Stale)
+        );
+        let mut torn = p.clone();
+        torn.0[100] ^= 1;
+        assert_eq!(
+            verify(torn.bytes(), PageKind::LeafNode, 42, None),
+            Err(PageCheckError::BadChecksum)
+        );
+        assert_eq!(
+            verify(&[0; PAGE_SIZE], PageKind::LeafNode, 42, None),
+            Err(PageCheckError::BadMagic)
+        );
+    }
+}

@@ -1,0 +1,784 @@
+//! The trie store: the hashes of the state trie in 4 KiB pages, updated along the paths of the
+//! changed keys only.
+//!
+//! # Pages
+//!
+//! The trie is cut into pages of six levels. The page of layer `L` at path `p` (the first `6L`
+//! bits of every key below it) holds the 126 nodes at depths `6L + 1` to `6L + 6` under `p`,
+//! in heap order: relative depth `r` (1 to 6), position `j` among the `2^r` nodes of that level
+//! (the key bits `6L..6L + r` read as a number), index `2^r - 2 + j`. The node at `p` itself
+//! belongs to the page above (the root node, at depth 0, is kept in the meta record).
+//!
+//! A node hash says nothing of the node's kind, so each page also records which of its nodes
+//! are leaves (a zero hash is an empty subtrie; any other hash is a branch unless marked a
+//! leaf). The 64 bottom nodes of a page are the tops of the 64 pages of the next layer.
+//!
+//! # Elided pages
+//!
+//! Keys of a random state spread so evenly that the last page on each path holds only two or
+//! three leaves; stored in full, those pages would take most of the disk. So a page is stored
+//! only when at least `T` keys (the elision threshold, recorded in the meta record) fall under
+//! its path. Below that, the nodes are not stored: whoever needs them rebuilds them from the
+//! fewer than `T` keys under the path, which are one short, contiguous run of the flat store.
+//! The invariant "stored if and only if at least `T` keys below" makes the stored set a
+//! function of the state alone, so it needs no bookkeeping beyond each page's key count.
+//!
+//! Page layout after the common header:
+//!
+//! | bytes of the page | field |
+//! |---|---|
+//! | 32..4064 | 126 node hashes, 32 bytes each, in heap order |
+//! | 4064..4080 | leaf bits: bit `i` (u128 little endian) set when node `i` is a leaf |
+//! | 4080..4088 | stored-child bits: bit `j` (u64) set when the page below bottom node `j` is stored |
+//! | 4088..4096 | number of keys under the page's path (u64) |
+//!
+//! Pages are found through the page table, a B+tree from page id to page reference (see
+//! [`PageId::table_key`]), and like every page they are copy-on-write.
+//!
+//! # Updates
+//!
+//! [`Update`] takes a sorted batch of effective changes (inserts, value changes, deletes of
+//! present keys) and walks down only where changes are. At a branch it splits the batch on the
+//! next key bit and recombines the two results: a side that became empty next to a leaf pulls
+//! the leaf up (its hash does not depend on its depth). Where a change lands on a leaf or an
+//! empty subtrie, the new subtrie is built from the keys now under that position. Each page
+//! that is touched is copied, changed, and later written to a fresh place; pages whose key
+//! count falls below `T` are dropped with everything under them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bmt_core::{
+    Hash, KEY_BITS, Key, LeafNode, LeafValue, MerkleProof, ProofError, RootBuilder, Terminal,
+    hash_branch,
+};
+
+use crate::error::{Error, Result};
+use crate::page::{HEADER_SIZE, PAGE_SIZE, PageBuf, PageRef};
+
+/// Levels per page.
+pub const PAGE_LEVELS: usize = 6;
+/// Nodes per page.
+pub const PAGE_NODES: usize = 126;
+const LEAF_BITS_AT: usize = HEADER_SIZE + PAGE_NODES * 32;
+const STORED_AT: usize = LEAF_BITS_AT + 16;
+const COUNT_AT: usize = STORED_AT + 8;
+const _: () = assert!(COUNT_AT + 8 == PAGE_SIZE);
+
+/// The default elision threshold: pages with fewer keys below them are not stored.
+pub const DEFAULT_ELIDE_BELOW: u32 = 20;
+
+/// Which page: its layer and the path bits above it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub struct PageId {
+    /// The path: the first `6 * layer` bits, the rest zero.
+    path: Key,
+    /// The layer: the page holds depths `6 * layer + 1` to `6 * layer + 6`.
+    layer: u8,
+}
+
+impl PageId {
+    /// The top page.
+    #[cfg(test)]
+    fn root() -> Self {
+        PageId {
+            path: Key::default(),
+            layer: 0,
+        }
+    }
+
+    /// The page whose top position is at `depth` (a multiple of 6) on `key`'s path.
+    fn below(key: &Key, depth: usize) -> Self {
+        debug_assert_eq!(depth % PAGE_LEVELS, 0);
+        PageId {
+            path: key.prefix(depth),
+            layer: (depth / PAGE_LEVELS) as u8,
+        }
+    }
+
+    /// The page holding the node at `depth` (≥ 1) on `key`'s path.
+    fn holding(key: &Key, depth: usize) -> Self {
+        Self::below(key, (depth - 1) / PAGE_LEVELS * PAGE_LEVELS)
+    }
+
+    /// The depth of the page's top position.
+    fn top_depth(&self) -> usize {
+        self.layer as usize * PAGE_LEVELS
+    }
+
+    /// The key of this page in the page table: the path bits, then a 1 bit, then zeros.
+    pub fn table_key(&self) -> Key {
+        self.path.with_bit(self.top_depth(), true)
+    }
+}
+
+/// The index of the node at `depth` on `key`'s path inside its page.
+fn node_index(key: &Key, depth: usize) -> usize {
+    let top = (depth - 1) / PAGE_LEVELS * PAGE_LEVELS;
+    let r = depth - top;
+    let mut j = 0usize;
+    for i in top..depth {
+        j = (j << 1) | key.bit(i) as usize;
+    }
+    (1 << r) - 2 + j
+}
+
+/// What is at a position of the trie.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum NodeKind {
+    /// An empty subtrie.
+    Empty,
+    /// A leaf, by hash.
+    Leaf(Hash),
+    /// A branch, by hash.
+    Branch(Hash),
+}
+
+impl NodeKind {
+    /// The node's hash (zero when empty).
+    pub fn hash(&self) -> Hash {
+        match self {
+            NodeKind::Empty => Hash::ZERO,
+            NodeKind::Leaf(h) | NodeKind::Branch(h) => *h,
+        }
+    }
+
+    /// The root node of a state with `key_count` keys and root `root`.
+    pub fn root(root: Hash, key_count: u64) -> Self {
+        match key_count {
+            0 => NodeKind::Empty,
+            1 => NodeKind::Leaf(root),
+            _ => NodeKind::Branch(root),
+        }
+    }
+}
+
+/// A trie page in memory.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct TriePage {
+    hashes: [Hash; PAGE_NODES],
+    leaves: u128,
+    stored: u64,
+    count: u64,
+}
+
+impl TriePage {
+    fn empty(count: u64) -> Box<Self> {
+        Box::new(TriePage {
+            hashes: [Hash::ZERO; PAGE_NODES],
+            leaves: 0,
+            stored: 0,
+            count,
+        })
+    }
+
+    fn decode(page: &PageBuf) -> Box<Self> {
+        let b = page.bytes();
+        let mut p = TriePage::empty(0);
+        for i in 0..PAGE_NODES {
+            let at = HEADER_SIZE + 32 * i;
+            p.hashes[i] = Hash(b[at..at + 32].try_into().expect("32 bytes"));
+        }
+        p.leaves = u128::from_le_bytes(b[LEAF_BITS_AT..STORED_AT].try_into().expect("16"));
+        p.stored = u64::from_le_bytes(b[STORED_AT..COUNT_AT].try_into().expect("8"));
+        p.count = u64::from_le_bytes(b[COUNT_AT..PAGE_SIZE].try_into().expect("8"));
+        p
+    }
+
+    /// The page as an unsealed page buffer.
+    pub fn encode(&self) -> Box<PageBuf> {
+        let mut page = PageBuf::zeroed();
+        let b = page.bytes_mut();
+        for i in 0..PAGE_NODES {
+            let at = HEADER_SIZE + 32 * i;
+            b[at..at + 32].copy_from_slice(self.hashes[i].as_bytes());
+        }
+        b[LEAF_BITS_AT..STORED_AT].copy_from_slice(&self.leaves.to_le_bytes());
+        b[STORED_AT..COUNT_AT].copy_from_slice(&self.stored.to_le_bytes());
+        b[COUNT_AT..PAGE_SIZE].copy_from_slice(&self.count.to_le_bytes());
+        page
+    }
+
+    fn node(&self, i: usize) -> NodeKind {
+        let h = self.hashes[i];
+        if h.is_zero() {
+            NodeKind::Empty
+        } else if self.leaves >> i & 1 == 1 {
+            NodeKind::Leaf(h)
+        } else {
+            NodeKind::Branch(h)
+        }
+    }
+
+    fn set(&mut self, i: usize, node: NodeKind) {
+        self.hashes[i] = node.hash();
+        if matches!(node, NodeKind::Leaf(_)) {
+            self.leaves |= 1 << i;
+        } else {
+            self.leaves &= !(1 << i);
+        }
+    }
+
+    fn child_stored(&self, j: usize) -> bool {
+        self.stored >> j & 1 == 1
+    }
+
+    fn set_child_stored(&mut self, j: usize, stored: bool) {
+        if stored {
+            self.stored |= 1 << j;
+        } else {
+            self.stored &= !(1 << j);
+        }
+    }
+}
+
+/// Node `i` of a raw trie page, without decoding the whole page.
+fn raw_node(page: &PageBuf, i: usize) -> NodeKind {
+    let b = page.bytes();
+    let at = HEADER_SIZE + 32 * i;
+    let h = Hash(b[at..at + 32].try_into().expect("32 bytes"));
+    let leaves = u128::from_le_bytes(b[LEAF_BITS_AT..STORED_AT].try_into().expect("16"));
+    if h.is_zero() {
+        NodeKind::Empty
+    } else if leaves >> i & 1 == 1 {
+        NodeKind::Leaf(h)
+    } else {
+        NodeKind::Branch(h)
+    }
+}
+
+fn raw_child_stored(page: &PageBuf, j: usize) -> bool {
+    let stored = u64::from_le_bytes(page.bytes()[STORED_AT..COUNT_AT].try_into().expect("8"));
+    stored >> j & 1 == 1
+}
+
+/// Checks a trie page read from disk: leaf and stored bits only where they make sense.
+pub fn validate_page(page: &PageBuf) -> Result<(), String> {
+    let p = TriePage::decode(page);
+    if p.leaves >> PAGE_NODES != 0 {
+        return Err("leaf bits beyond the last node".into());
+    }
+    for i in 0..PAGE_NODES {
+        if p.leaves >> i & 1 == 1 && p.hashes[i].is_zero() {
+            return Err(format!("node {i} is an empty leaf"));
+        }
+    }
+    for j in 0..64 {
+        if p.child_stored(j) && !matches!(p.node(62 + j), NodeKind::Branch(_)) {
+            return Err(format!(
+                "stored child {j} under a node that is not a branch"
+            ));
+        }
+    }
+    if p.count < 2 {
+        return Err(format!("a stored page with {} keys", p.count));
+    }
+    Ok(())
+}
+
+/// The committed state a trie operation reads: stored trie pages and the flat store.
+pub trait TrieSource {
+    /// The stored page `id` and its reference, or `None` if not stored.
+    fn page(&self, id: &PageId) -> Result<Option<(Arc<PageBuf>, PageRef)>>;
+
+    /// Calls `f` with every key in `lo..=hi` and what its leaf holds, in order, until `f`
+    /// returns false.
+    fn scan(
+        &self,
+        lo: &Key,
+        hi: &Key,
+        f: &mut dyn FnMut(&Key, LeafValue) -> Result<bool>,
+    ) -> Result<()>;
+
+    /// An error for a trie that contradicts the flat store.
+    fn inconsistent(&self, what: String) -> Error;
+}
+
+/// The last key with the first `depth` bits of `key`.
+fn range_end(key: &Key, depth: usize) -> Key {
+    let mut k = *key;
+    for i in depth..KEY_BITS {
+        k = k.with_bit(i, true);
+    }
+    k
+}
+
+/// Keys under the position (`key`, `depth`) with their leaf hashes.
+fn scan_leaves(src: &dyn TrieSource, key: &Key, depth: usize) -> Result<Vec<(Key, LeafValue)>> {
+    let lo = key.prefix(depth);
+    let hi = range_end(key, depth);
+    let mut out = Vec::new();
+    src.scan(&lo, &hi, &mut |k, v| {
+        out.push((*k, v));
+        Ok(true)
+    })?;
+    Ok(out)
+}
+
+/// The hash of the subtrie of sorted `leaves` whose top is at `depth`.
+fn subtrie(leaves: &[(Key, Hash)], depth: usize) -> NodeKind {
+    match leaves.len() {
+        0 => NodeKind::Empty,
+        1 => NodeKind::Leaf(leaves[0].1),
+        _ => {
+            let mut b = RootBuilder::at_depth(depth);
+            for (k, h) in leaves {
+                // Keys come sorted and distinct from one prefix range.
+                let _ = b.push_leaf_hash(k, *h);
+            }
+            NodeKind::Branch(b.finish())
+        }
+    }
+}
+
+/// An effective change to the trie.
+#[derive(Clone, Copy, Debug)]
+pub struct TrieChange {
+    /// The key.
+    pub key: Key,
+    /// The new leaf's hash, or `None` for a delete.
+    pub leaf: Option<Hash>,
+    /// +1 for a new key, -1 for a deleted one, 0 for a changed value.
+    pub delta: i64,
+}
+
+/// A page touched by an update.
+#[derive(Debug)]
+enum Touched {
+    /// The page's new content, and the reference of the page it replaces.
+    Live(Box<TriePage>, Option<PageRef>),
+    /// The page is no longer stored.
+    Removed(Option<PageRef>),
+}
+
+/// The outcome of an update: the new root node and the pages to write or drop.
+#[derive(Debug)]
+pub struct TrieDelta {
+    /// The new root node.
+    pub root: NodeKind,
+    /// New page contents (with the page they replace), and pages no longer stored.
+    pub pages: Vec<(PageId, Option<Box<TriePage>>, Option<PageRef>)>,
+}
+
+/// One batch of changes being applied to the trie.
+pub struct Update<'a> {
+    src: &'a dyn TrieSource,
+    threshold: u64,
+    touched: HashMap<PageId, Touched>,
+    root_stored: bool,
+}
+
+impl<'a> Update<'a> {
+    /// Applies `changes` (sorted, distinct keys, effective) to the trie with root `root` and
+    /// `key_count` keys.
+    pub fn run(
+        src: &'a dyn TrieSource,
+        threshold: u32,
+        root: NodeKind,
+        key_count: u64,
+        changes: &[TrieChange],
+    ) -> Result<TrieDelta> {
+        let mut up = Update {
+            src,
+            threshold: threshold as u64,
+            touched: HashMap::new(),
+            root_stored: key_count >= threshold as u64,
+        };
+        let new_root = up.update(Key::default(), 0, root, changes)?;
+        let pages = up
+            .touched
+            .into_iter()
+            .map(|(id, t)| match t {
+                Touched::Live(p, old) => (id, Some(p), old),
+                Touched::Removed(old) => (id, None, old),
+            })
+            .collect();
+        Ok(TrieDelta {
+            root: new_root,
+            pages,
+        })
+    }
+
+    /// Whether the page below position (`key`, `depth`) is stored in the old trie.
+    fn old_stored(&self, key: &Key, depth: usize) -> Result<bool> {
+        if depth == 0 {
+            return Ok(self.root_stored);
+        }
+        // The parent page's stored-child bit (read from the old page: the bit is only ever
+        // changed after the child has been dealt with).
+        let parent = PageId::holding(key, depth);
+        let j = node_index(key, depth) - 62;
+        match self.touched.get(&parent) {
+            Some(Touched::Live(p, _)) => Ok(p.child_stored(j)),
+            Some(Touched::Removed(_)) => Ok(false),
+            None => match self.src.page(&parent)? {
+                Some((p, _)) => Ok(raw_child_stored(&p, j)),
+                None => Ok(false),
+            },
+        }
+    }
+
+    /// The node at (`key`, `depth`), depth ≥ 1, as the update sees it now.
+    fn node_at(&self, key: &Key, depth: usize) -> Result<NodeKind> {
+        let id = PageId::holding(key, depth);
+        let i = node_index(key, depth);
+        match self.touched.get(&id) {
+            Some(Touched::Live(p, _)) => Ok(p.node(i)),
+            Some(Touched::Removed(_)) => Ok(NodeKind::Empty),
+            None => match self.src.page(&id)? {
+                Some((p, _)) => Ok(raw_node(&p, i)),
+                None => Err(self
+                    .src
+                    .inconsistent(format!("trie page {id:?} is missing"))),
+            },
+        }
+    }
+
+    /// Copies a stored page into the update (once).
+    fn touch(&mut self, id: PageId) -> Result<&mut TriePage> {
+        if !self.touched.contains_key(&id) {
+            let (page, r) = self.src.page(&id)?.ok_or_else(|| {
+                self.src
+                    .inconsistent(format!("trie page {id:?} is missing"))
+            })?;
+            self.touched
+                .insert(id, Touched::Live(TriePage::decode(&page), Some(r)));
+        }
+        match self.touched.get_mut(&id) {
+            Some(Touched::Live(p, _)) => Ok(p),
+            _ => Err(self
+                .src
+                .inconsistent(format!("trie page {id:?} written after removal"))),
+        }
+    }
+
+    /// Writes `node` at (`key`, `depth`), depth ≥ 1, into its (touched) page.
+    fn set(&mut self, key: &Key, depth: usize, node: NodeKind) -> Result<()> {
+        let id = PageId::holding(key, depth);
+        let i = node_index(key, depth);
+        let child_stored = if i >= 62 && matches!(node, NodeKind::Branch(_)) {
+            let child = PageId::below(key, depth);
+            match self.touched.get(&child) {
+                Some(Touched::Live(..)) => Some(true),
+                Some(Touched::Removed(_)) => Some(false),
+                None => None, // unchanged below: keep the bit
+            }
+        } else {
+            Some(false)
+        };
+        let page = self.touch(id)?;
+        page.set(i, node);
+        if i >= 62
+            && let Some(stored) = child_stored
+        {
+            page.set_child_stored(i - 62, stored);
+        }
+        Ok(())
+    }
+
+    fn update(
+        &mut self,
+        key: Key,
+        depth: usize,
+        old: NodeKind,
+        changes: &[TrieChange],
+    ) -> Result<NodeKind> {
+        if changes.is_empty() {
+            return Ok(old);
+        }
+        if depth.is_multiple_of(PAGE_LEVELS) && matches!(old, NodeKind::Branch(_)) {
+            let id = PageId::below(&key, depth);
+            if !self.old_stored(&key, depth)? {
+                let leaves = self.merged_leaves(&key, depth, changes)?;
+                return self.build(&key, depth, &leaves);
+            }
+            let delta: i64 = changes.iter().map(|c| c.delta).sum();
+            let threshold = self.threshold as i64;
+            let page = self.touch(id)?;
+            let count = page.count as i64 + delta;
+            if count < threshold {
+                let leaves = self.merged_leaves(&key, depth, changes)?;
+                self.remove_stored(id)?;
+                return Ok(subtrie(&leaves, depth));
+            }
+            page.count = count as u64;
+        }
+        match old {
+            NodeKind::Empty => {
+                let leaves: Vec<(Key, Hash)> = changes
+                    .iter()
+                    .filter_map(|c| c.leaf.map(|h| (c.key, h)))
+                    .collect();
+                self.build(&key, depth, &leaves)
+            }
+            NodeKind::Leaf(h) => {
+                let existing = scan_leaves(self.src, &key, depth)?;
+                let [(k, _)] = existing[..] else {
+                    return Err(self.src.inconsistent(format!(
+                        "a trie leaf at depth {depth} covers {} keys",
+                        existing.len()
+                    )));
+                };
+                let leaves = merge_changes(&[(k, h)], changes);
+                self.build(&key, depth, &leaves)
+            }
+            NodeKind::Branch(_) => {
+                if depth >= KEY_BITS {
+                    return Err(self.src.inconsistent("a branch at depth 248".into()));
+                }
+                let split = changes.partition_point(|c| !c.key.bit(depth));
+                let lkey = key.with_bit(depth, false);
+                let rkey = key.with_bit(depth, true);
+                let lold = self.node_at(&lkey, depth + 1)?;
+                let rold = self.node_at(&rkey, depth + 1)?;
+                let l = self.update(lkey, depth + 1, lold, &changes[..split])?;
+                let r = self.update(rkey, depth + 1, rold, &changes[split..])?;
+                let (l_at, r_at, result) = match (l, r) {
+                    (NodeKind::Empty, NodeKind::Empty) => {
+                        (NodeKind::Empty, NodeKind::Empty, NodeKind::Empty)
+                    }
+                    (NodeKind::Empty, NodeKind::Leaf(x)) | (NodeKind::Leaf(x), NodeKind::Empty) => {
+                        (NodeKind::Empty, NodeKind::Empty, NodeKind::Leaf(x))
+                    }
+                    (l, r) => (l, r, NodeKind::Branch(hash_branch(&l.hash(), &r.hash()))),
+                };
+                if l_at != lold || !changes[..split].is_empty() {
+                    self.set(&lkey, depth + 1, l_at)?;
+                }
+                if r_at != rold || !changes[split..].is_empty() {
+                    self.set(&rkey, depth + 1, r_at)?;
+                }
+                Ok(result)
+            }
+        }
+    }
+
+    /// The keys under a position after the changes, with leaf hashes.
+    fn merged_leaves(
+        &self,
+        key: &Key,
+        depth: usize,
+        changes: &[TrieChange],
+    ) -> Result<Vec<(Key, Hash)>> {
+        let old: Vec<(Key, Hash)> = scan_leaves(self.src, key, depth)?
+            .into_iter()
+            .map(|(k, v)| (k, LeafNode { key: k, value: v }.hash()))
+            .collect();
+        Ok(merge_changes(&old, changes))
+    }
+
+    /// Builds the subtrie of `leaves` at (`key`, `depth`) from nothing, storing the pages of
+    /// positions with at least `T` keys below.
+    fn build(&mut self, key: &Key, depth: usize, leaves: &[(Key, Hash)]) -> Result<NodeKind> {
+        if leaves.len() < 2 {
+            return Ok(subtrie(leaves, depth));
+        }
+        if depth.is_multiple_of(PAGE_LEVELS) {
+            if (leaves.len() as u64) < self.threshold {
+                return Ok(subtrie(leaves, depth));
+            }
+            let id = PageId::below(key, depth);
+            let old = match self.touched.remove(&id) {
+                Some(Touched::Live(_, old)) | Some(Touched::Removed(old)) => old,
+                None => None,
+            };
+            self.touched
+                .insert(id, Touched::Live(TriePage::empty(leaves.len() as u64), old));
+        }
+        let split = leaves.partition_point(|(k, _)| !k.bit(depth));
+        let lkey = key.with_bit(depth, false);
+        let rkey = key.with_bit(depth, true);
+        let l = self.build(&lkey, depth + 1, &leaves[..split])?;
+        let r = self.build(&rkey, depth + 1, &leaves[split..])?;
+        self.set(&lkey, depth + 1, l)?;
+        self.set(&rkey, depth + 1, r)?;
+        Ok(NodeKind::Branch(hash_branch(&l.hash(), &r.hash())))
+    }
+
+    /// Drops the stored page `id` and every stored page below it.
+    fn remove_stored(&mut self, id: PageId) -> Result<()> {
+        let (stored_bits, old) = match self.touched.get(&id) {
+            Some(Touched::Live(p, old)) => (p.stored, *old),
+            Some(Touched::Removed(_)) => return Ok(()),
+            None => match self.src.page(&id)? {
+                Some((p, r)) => (
+                    u64::from_le_bytes(p.bytes()[STORED_AT..COUNT_AT].try_into().expect("8")),
+                    Some(r),
+                ),
+                None => return Ok(()),
+            },
+        };
+        self.touched.insert(id, Touched::Removed(old));
+        for j in 0..64usize {
+            if stored_bits >> j & 1 == 1 {
+                let mut path = id.path;
+                let top = id.top_depth();
+                for b in 0..PAGE_LEVELS {
+                    path = path.with_bit(top + b, (j >> (PAGE_LEVELS - 1 - b)) & 1 == 1);
+                }
+                self.remove_stored(PageId::below(&path, top + PAGE_LEVELS))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Merges sorted (key, leaf hash) pairs with sorted changes.
+fn merge_changes(old: &[(Key, Hash)], changes: &[TrieChange]) -> Vec<(Key, Hash)> {
+    let mut out = Vec::with_capacity(old.len() + changes.len());
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() || j < changes.len() {
+        if j == changes.len() || (i < old.len() && old[i].0 < changes[j].key) {
+            out.push(old[i]);
+            i += 1;
+        } else {
+            let c = &changes[j];
+            if i < old.len() && old[i].0 == c.key {
+                i += 1;
+            }
+            if let Some(h) = c.leaf {
+                out.push((c.key, h));
+            }
+            j += 1;
+        }
+    }
+    out
+}
+
+/// The proof of `key` in the trie with root node `root` and `key_count` keys.
+pub fn prove(
+    src: &dyn TrieSource,
+    threshold: u32,
+    root: NodeKind,
+    key_count: u64,
+    key: &Key,
+) -> Result<MerkleProof> {
+    let mut siblings = Vec::new();
+    let mut node = root;
+    let mut depth = 0usize;
+    // The page holding the children of the current node, when stored.
+    let mut stored = key_count >= threshold as u64;
+    let mut page: Option<Arc<PageBuf>> = None;
+    let terminal = loop {
+        match node {
+            NodeKind::Empty => break Terminal::Empty,
+            NodeKind::Leaf(_) => {
+                let found = scan_leaves(src, key, depth)?;
+                let [(k, value)] = found[..] else {
+                    return Err(src.inconsistent(format!(
+                        "a trie leaf at depth {depth} covers {} keys",
+                        found.len()
+                    )));
+                };
+                break if k == *key {
+                    Terminal::Included
+                } else {
+                    Terminal::OtherLeaf(LeafNode { key: k, value })
+                };
+            }
+            NodeKind::Branch(_) => {}
+        }
+        if depth.is_multiple_of(PAGE_LEVELS) {
+            if !stored {
+                // Elided: finish the path from the keys below.
+                let leaves: Vec<(Key, Hash, LeafValue)> = scan_leaves(src, key, depth)?
+                    .into_iter()
+                    .map(|(k, v)| (k, LeafNode { key: k, value: v }.hash(), v))
+                    .collect();
+                break finish_from_leaves(&leaves, key, depth, &mut siblings);
+            }
+            let id = PageId::below(key, depth);
+            page = Some(
+                src.page(&id)?
+                    .ok_or_else(|| src.inconsistent(format!("trie page {id:?} is missing")))?
+                    .0,
+            );
+        }
+        let p = page
+            .as_ref()
+            .expect("a stored page is loaded at every page top");
+        if depth >= KEY_BITS {
+            return Err(src.inconsistent("a branch at depth 248".into()));
+        }
+        let own = node_index(key, depth + 1);
+        let other = node_index(&key.with_bit(depth, !key.bit(depth)), depth + 1);
+        siblings.push(raw_node(p, other).hash());
+        node = raw_node(p, own);
+        depth += 1;
+        if depth.is_multiple_of(PAGE_LEVELS) {
+            stored = raw_child_stored(p, own - 62);
+        }
+    };
+    MerkleProof::new(*key, siblings, terminal).map_err(|e: ProofError| {
+        src.inconsistent(format!("the stored trie gives a malformed proof: {e}"))
+    })
+}
+
+/// Completes a proof path below `depth` from the sorted leaves under it.
+fn finish_from_leaves(
+    leaves: &[(Key, Hash, LeafValue)],
+    key: &Key,
+    depth: usize,
+    siblings: &mut Vec<Hash>,
+) -> Terminal {
+    let mut lo = 0;
+    let mut hi = leaves.len();
+    let mut d = depth;
+    loop {
+        match hi - lo {
+            0 => return Terminal::Empty,
+            1 if leaves[lo].0 == *key => return Terminal::Included,
+            1 => {
+                return Terminal::OtherLeaf(LeafNode {
+                    key: leaves[lo].0,
+                    value: leaves[lo].2,
+                });
+            }
+            _ => {
+                let mid = lo + leaves[lo..hi].partition_point(|(k, _, _)| !k.bit(d));
+                let (own, other) = if key.bit(d) {
+                    ((mid, hi), (lo, mid))
+                } else {
+                    ((lo, mid), (mid, hi))
+                };
+                let pairs: Vec<(Key, Hash)> = leaves[other.0..other.1]
+                    .iter()
+                    .map(|(k, h, _)| (*k, *h))
+                    .collect();
+                siblings.push(subtrie(&pairs, d + 1).hash());
+                (lo, hi) = own;
+                d += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_indices() {
+        let k = Key([0; 31]);
+        assert_eq!(node_index(&k, 1), 0);
+        assert_eq!(node_index(&k.with_bit(0, true), 1), 1);
+        assert_eq!(node_index(&k, 6), 62);
+        assert_eq!(node_index(&Key([0xFF; 31]), 6), 125);
+        assert_eq!(node_index(&Key([0xFF; 31]), 7), 1);
+        assert_eq!(PageId::holding(&k, 6), PageId::root());
+        assert_eq!(PageId::holding(&k, 7).layer, 1);
+        assert_eq!(PageId::holding(&k, 248).layer, 41);
+        assert_eq!(node_index(&Key([0xFF; 31]), 248), (1 << 2) - 2 + 3);
+    }
+
+    #[test]
+    fn table_keys_are_distinct() {
+        let k = Key([0xAB; 31]);
+        let a = PageId::below(&k, 6).table_key();
+        let b = PageId::below(&k, 12).table_key();
+        let c = PageId::root().table_key();
+        assert_ne!(a, b);
+        assert_ne!(a, c);
+        assert!(PageId::below(&k, 246).table_key().bit(246));
+    }
+}
