@@ -1,4 +1,4 @@
-//! `bmt replay-trace PATH...`: replays JAM trace files through a [`StateBackend`].
+//! `bmt replay-trace PATH...`: replays JAM trace files through the database.
 //!
 //! Unlike `state-root`, which builds each state from scratch, this drives a store the way a
 //! node does: it loads the `pre_state` of a step, checks the root, then applies only the
@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow};
 use bmt_core::{Hash, Key};
 
-use crate::backend::{MemoryBackend, StateBackend};
+use crate::backend::{DbBackend, MemoryBackend, StateBackend};
 use crate::state_file::{State, StateFile};
 use crate::{Status, report_malformed};
 
@@ -32,6 +32,19 @@ pub struct Args {
     /// Trace files (steps or genesis) or folders holding them (searched recursively).
     #[arg(required = true, value_name = "PATH")]
     paths: Vec<PathBuf>,
+    /// Where the states live: the database (a fresh temporary one per file), or the
+    /// reference: an in-memory map whose root `bmt-core` rebuilds from scratch.
+    #[arg(long, value_enum, default_value_t = Backend::Db)]
+    backend: Backend,
+}
+
+/// The store `replay-trace` drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// The `bmt` database.
+    Db,
+    /// The in-memory reference.
+    Reference,
 }
 
 /// The result of replaying one file.
@@ -45,10 +58,12 @@ enum Verdict {
     },
 }
 
-/// Runs the command with the in-memory backend.
+/// Runs the command through the chosen backend (by default the database).
 pub fn run(args: &Args) -> Result<Status> {
-    let mut backend = MemoryBackend::new();
-    run_with(args, &mut backend)
+    match args.backend {
+        Backend::Db => run_with(args, &mut DbBackend::new()),
+        Backend::Reference => run_with(args, &mut MemoryBackend::new()),
+    }
 }
 
 /// Runs the command against any backend.

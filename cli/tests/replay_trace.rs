@@ -21,6 +21,19 @@ fn whole_traces_folder_replays_ok() {
 }
 
 #[test]
+fn reference_backend_gives_the_same_verdicts() {
+    let out = bmt([
+        "replay-trace".as_ref(),
+        "--backend".as_ref(),
+        "reference".as_ref(),
+        traces_dir().as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let db = bmt(["replay-trace".as_ref(), traces_dir().as_os_str()]);
+    assert_eq!(stdout(&out), stdout(&db));
+}
+
+#[test]
 fn step_with_deletes_replays_ok() {
     // preimages/00000048 deletes two keys between pre and post.
     let file = traces_dir().join("preimages/00000048.json");
