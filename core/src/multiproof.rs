@@ -78,21 +78,36 @@ impl Position {
     }
 }
 
+/// A node as stored: 8 bytes, with hashes and leaves kept apart, so that a decoder's memory
+/// stays a small multiple of its input whatever the input.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Stored {
     Empty,
-    Hash(Hash),
-    Leaf(LeafNode),
+    /// Index into `hashes`.
+    Hash(u32),
+    /// Index into `leaves`.
+    Leaf(u32),
     /// A branch; its left child is the next node, its right child at this index.
     Branch {
         right: u32,
     },
 }
 
+/// A node as read.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum View {
+    Empty,
+    Hash(Hash),
+    Leaf(LeafNode),
+    Branch { right: u32 },
+}
+
 /// A proof for many keys against one root. See the module documentation.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct MultiProof {
     nodes: Vec<Stored>,
+    hashes: Vec<Hash>,
+    leaves: Vec<LeafNode>,
 }
 
 /// What a multiproof shows about a key.
@@ -195,18 +210,43 @@ impl MultiProof {
     where
         I: IntoIterator<Item = ProofNode>,
     {
-        let nodes: Vec<Stored> = nodes
-            .into_iter()
-            .map(|n| match n {
-                ProofNode::Empty => Stored::Empty,
-                ProofNode::Hash(h) => Stored::Hash(h),
-                ProofNode::Leaf(l) => Stored::Leaf(l),
-                ProofNode::Branch => Stored::Branch { right: 0 },
-            })
-            .collect();
-        let mut proof = MultiProof { nodes };
+        let mut proof = MultiProof {
+            nodes: Vec::new(),
+            hashes: Vec::new(),
+            leaves: Vec::new(),
+        };
+        for node in nodes {
+            proof.push(node)?;
+        }
         proof.link(true)?;
         Ok(proof)
+    }
+
+    fn push(&mut self, node: ProofNode) -> Result<(), MultiProofDecodeError> {
+        let index = |len: usize| u32::try_from(len).map_err(|_| MultiProofDecodeError::NotOneTree);
+        let stored = match node {
+            ProofNode::Empty => Stored::Empty,
+            ProofNode::Hash(h) => {
+                self.hashes.push(h);
+                Stored::Hash(index(self.hashes.len() - 1)?)
+            }
+            ProofNode::Leaf(l) => {
+                self.leaves.push(l);
+                Stored::Leaf(index(self.leaves.len() - 1)?)
+            }
+            ProofNode::Branch => Stored::Branch { right: 0 },
+        };
+        self.nodes.push(stored);
+        Ok(())
+    }
+
+    fn view(&self, i: usize) -> View {
+        match self.nodes[i] {
+            Stored::Empty => View::Empty,
+            Stored::Hash(h) => View::Hash(self.hashes[h as usize]),
+            Stored::Leaf(l) => View::Leaf(self.leaves[l as usize]),
+            Stored::Branch { right } => View::Branch { right },
+        }
     }
 
     /// Walks the pre-order sequence: fills in right-child indices and checks the shape.
@@ -232,13 +272,12 @@ impl MultiProof {
         is_left: bool,
         normalize: bool,
     ) -> Result<usize, MultiProofDecodeError> {
-        let node = *self
-            .nodes
-            .get(index)
-            .ok_or(MultiProofDecodeError::NotOneTree)?;
-        match node {
-            Stored::Empty => Ok(index + 1),
-            Stored::Hash(h) => {
+        if index >= self.nodes.len() {
+            return Err(MultiProofDecodeError::NotOneTree);
+        }
+        match self.view(index) {
+            View::Empty => Ok(index + 1),
+            View::Hash(h) => {
                 let kept = if is_left { h.with_top_bit_cleared() } else { h };
                 if kept.is_zero() {
                     return Err(MultiProofDecodeError::ZeroHash(index));
@@ -247,17 +286,19 @@ impl MultiProof {
                     if !normalize {
                         return Err(MultiProofDecodeError::LeftHashTopBit(index));
                     }
-                    self.nodes[index] = Stored::Hash(kept);
+                    if let Stored::Hash(at) = self.nodes[index] {
+                        self.hashes[at as usize] = kept;
+                    }
                 }
                 Ok(index + 1)
             }
-            Stored::Leaf(leaf) => {
+            View::Leaf(leaf) => {
                 if leaf.key.common_prefix_bits(&path) < depth {
                     return Err(MultiProofDecodeError::LeafOffPath(index, leaf.key));
                 }
                 Ok(index + 1)
             }
-            Stored::Branch { .. } => {
+            View::Branch { .. } => {
                 if depth >= KEY_BITS {
                     return Err(MultiProofDecodeError::TooDeep(index));
                 }
@@ -287,11 +328,11 @@ impl MultiProof {
 
     /// The nodes in pre-order.
     pub fn nodes(&self) -> impl Iterator<Item = ProofNode> + '_ {
-        self.nodes.iter().map(|n| match n {
-            Stored::Empty => ProofNode::Empty,
-            Stored::Hash(h) => ProofNode::Hash(*h),
-            Stored::Leaf(l) => ProofNode::Leaf(*l),
-            Stored::Branch { .. } => ProofNode::Branch,
+        (0..self.nodes.len()).map(|i| match self.view(i) {
+            View::Empty => ProofNode::Empty,
+            View::Hash(h) => ProofNode::Hash(h),
+            View::Leaf(l) => ProofNode::Leaf(l),
+            View::Branch { .. } => ProofNode::Branch,
         })
     }
 
@@ -311,11 +352,11 @@ impl MultiProof {
     }
 
     fn hash_at(&self, index: usize) -> Hash {
-        match self.nodes[index] {
-            Stored::Empty => Hash::ZERO,
-            Stored::Hash(h) => h,
-            Stored::Leaf(l) => l.hash(),
-            Stored::Branch { right } => {
+        match self.view(index) {
+            View::Empty => Hash::ZERO,
+            View::Hash(h) => h,
+            View::Leaf(l) => l.hash(),
+            View::Branch { right } => {
                 hash_branch(&self.hash_at(index + 1), &self.hash_at(right as usize))
             }
         }
@@ -325,11 +366,11 @@ impl MultiProof {
     fn all_hashes(&self) -> Vec<Hash> {
         let mut out = vec![Hash::ZERO; self.nodes.len()];
         for i in (0..self.nodes.len()).rev() {
-            out[i] = match self.nodes[i] {
-                Stored::Empty => Hash::ZERO,
-                Stored::Hash(h) => h,
-                Stored::Leaf(l) => l.hash(),
-                Stored::Branch { right } => hash_branch(&out[i + 1], &out[right as usize]),
+            out[i] = match self.view(i) {
+                View::Empty => Hash::ZERO,
+                View::Hash(h) => h,
+                View::Leaf(l) => l.hash(),
+                View::Branch { right } => hash_branch(&out[i + 1], &out[right as usize]),
             };
         }
         out
@@ -364,11 +405,11 @@ impl MultiProof {
     /// What the proof shows about `key` (not checked against any root: see
     /// [`MultiProof::verify`]).
     pub fn lookup(&self, key: &Key) -> Result<Lookup, MultiProofError> {
-        match self.nodes[self.walk(key).0] {
-            Stored::Empty => Ok(Lookup::Absent),
-            Stored::Leaf(l) if l.key == *key => Ok(Lookup::Present(l.value)),
-            Stored::Leaf(_) => Ok(Lookup::Absent),
-            Stored::Hash(_) | Stored::Branch { .. } => Err(MultiProofError::NotCovered(*key)),
+        match self.view(self.walk(key).0) {
+            View::Empty => Ok(Lookup::Absent),
+            View::Leaf(l) if l.key == *key => Ok(Lookup::Present(l.value)),
+            View::Leaf(_) => Ok(Lookup::Absent),
+            View::Hash(_) | View::Branch { .. } => Err(MultiProofError::NotCovered(*key)),
         }
     }
 
@@ -423,10 +464,10 @@ impl MultiProof {
                     index = next;
                     depth += 1;
                 }
-                let terminal = match self.nodes[index] {
-                    Stored::Empty => Terminal::Empty,
-                    Stored::Leaf(l) if l.key == *key => Terminal::Included,
-                    Stored::Leaf(l) => Terminal::OtherLeaf(l),
+                let terminal = match self.view(index) {
+                    View::Empty => Terminal::Empty,
+                    View::Leaf(l) if l.key == *key => Terminal::Included,
+                    View::Leaf(l) => Terminal::OtherLeaf(l),
                     _ => return Err(MultiProofError::NotCovered(*key)),
                 };
                 // A linked multiproof is canonical, so this does not fail; an error is
@@ -473,18 +514,18 @@ impl MultiProof {
         out.extend_from_slice(&(n as u32).to_le_bytes());
         let kinds_at = out.len();
         out.resize(kinds_at + n.div_ceil(4), 0);
-        for (i, node) in self.nodes.iter().enumerate() {
-            let kind: u8 = match node {
-                Stored::Empty => 0,
-                Stored::Hash(h) => {
+        for i in 0..n {
+            let kind: u8 = match self.view(i) {
+                View::Empty => 0,
+                View::Hash(h) => {
                     out.extend_from_slice(&h.0);
                     1
                 }
-                Stored::Leaf(l) => {
+                View::Leaf(l) => {
                     out.extend_from_slice(&l.encode());
                     2
                 }
-                Stored::Branch { .. } => 3,
+                View::Branch { .. } => 3,
             };
             out[kinds_at + i / 4] |= kind << (6 - 2 * (i % 4));
         }
@@ -503,27 +544,107 @@ impl MultiProof {
         if !n.is_multiple_of(4) && kinds[n / 4] & (0xFF >> (2 * (n % 4))) != 0 {
             return Err(MultiProofDecodeError::KindPadding);
         }
-        let mut nodes = Vec::with_capacity(n);
+        let kind = |i: usize| (kinds[i / 4] >> (6 - 2 * (i % 4))) & 3;
+        // Check the shape on the kinds alone before allocating anything per node, and that
+        // the payload is exactly as long as the kinds say.
+        let payload = check_shape(n, kind)?;
+        match r.remaining().cmp(&payload) {
+            std::cmp::Ordering::Less => {
+                return Err(MultiProofDecodeError::Truncated {
+                    offset: bytes.len(),
+                    needed: payload - r.remaining(),
+                });
+            }
+            std::cmp::Ordering::Greater => {
+                return Err(MultiProofDecodeError::TrailingBytes(
+                    r.remaining() - payload,
+                ));
+            }
+            std::cmp::Ordering::Equal => {}
+        }
+        let mut proof = MultiProof {
+            nodes: Vec::with_capacity(n),
+            hashes: Vec::new(),
+            leaves: Vec::new(),
+        };
         for i in 0..n {
-            let node = match (kinds[i / 4] >> (6 - 2 * (i % 4))) & 3 {
-                0 => Stored::Empty,
-                1 => Stored::Hash(Hash(r.array::<32>()?)),
+            let node = match kind(i) {
+                0 => ProofNode::Empty,
+                1 => ProofNode::Hash(Hash(r.array::<32>()?)),
                 2 => match Node::decode(r.take(NODE_LEN)?) {
-                    Ok(Node::Leaf(l)) => Stored::Leaf(l),
+                    Ok(Node::Leaf(l)) => ProofNode::Leaf(l),
                     Ok(Node::Branch(_)) => return Err(MultiProofDecodeError::LeafIsBranch(i)),
                     Err(error) => return Err(MultiProofDecodeError::BadLeaf { index: i, error }),
                 },
-                _ => Stored::Branch { right: 0 },
+                _ => ProofNode::Branch,
             };
-            nodes.push(node);
+            proof.push(node)?;
         }
-        if r.remaining() != 0 {
-            return Err(MultiProofDecodeError::TrailingBytes(r.remaining()));
-        }
-        let mut proof = MultiProof { nodes };
         proof.link(false)?;
         Ok(proof)
     }
+}
+
+/// Checks, from the node kinds alone, that `n` nodes in pre-order form one tree no deeper
+/// than a key and with no branch that cannot be in a trie; returns the payload length the
+/// kinds call for. Uses memory for one path only.
+fn check_shape(n: usize, kind: impl Fn(usize) -> u8) -> Result<usize, MultiProofDecodeError> {
+    const EMPTY: u8 = 0;
+    const LEAF: u8 = 2;
+    const BRANCH: u8 = 3;
+    // For each open branch on the current path: the kind of its finished left child, if any.
+    let mut open: Vec<Option<u8>> = Vec::with_capacity(64);
+    let mut payload = 0usize;
+    let mut done = false;
+    for i in 0..n {
+        if done {
+            return Err(MultiProofDecodeError::NotOneTree);
+        }
+        let k = kind(i);
+        payload += match k {
+            1 => 32,
+            LEAF => NODE_LEN,
+            _ => 0,
+        };
+        if k == BRANCH {
+            if open.len() >= KEY_BITS {
+                return Err(MultiProofDecodeError::TooDeep(i));
+            }
+            open.push(None);
+            continue;
+        }
+        // A finished subtree of kind `k`: close every branch it completes.
+        let mut finished = k;
+        loop {
+            match open.last_mut() {
+                None => {
+                    done = true;
+                    break;
+                }
+                Some(left @ None) => {
+                    *left = Some(finished);
+                    break;
+                }
+                Some(Some(left)) => {
+                    match (*left, finished) {
+                        (EMPTY, EMPTY) => {
+                            return Err(MultiProofDecodeError::NonCanonicalBranch(i, "empty side"));
+                        }
+                        (EMPTY, LEAF) | (LEAF, EMPTY) => {
+                            return Err(MultiProofDecodeError::NonCanonicalBranch(i, "leaf"));
+                        }
+                        _ => {}
+                    }
+                    open.pop();
+                    finished = BRANCH;
+                }
+            }
+        }
+    }
+    if !done {
+        return Err(MultiProofDecodeError::NotOneTree);
+    }
+    Ok(payload)
 }
 
 impl From<ShortInput> for MultiProofDecodeError {
@@ -564,11 +685,11 @@ impl Outcome {
 
 impl Tree {
     fn from_proof(proof: &MultiProof, index: usize) -> Tree {
-        match proof.nodes[index] {
-            Stored::Empty => Tree::Empty,
-            Stored::Hash(h) => Tree::Hash(h),
-            Stored::Leaf(l) => Tree::Leaf(l),
-            Stored::Branch { right } => Tree::Branch(
+        match proof.view(index) {
+            View::Empty => Tree::Empty,
+            View::Hash(h) => Tree::Hash(h),
+            View::Leaf(l) => Tree::Leaf(l),
+            View::Branch { right } => Tree::Branch(
                 Box::new(Tree::from_proof(proof, index + 1)),
                 Box::new(Tree::from_proof(proof, right as usize)),
                 false,
@@ -669,5 +790,41 @@ impl Tree {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn junk_kinds_fail_before_any_allocation() {
+        // 64 million empty nodes claimed, 16 MB of kinds: rejected at the second node.
+        let n: u32 = 64 << 20;
+        let mut bytes = n.to_le_bytes().to_vec();
+        bytes.resize(4 + (n as usize) / 4, 0);
+        assert_eq!(
+            MultiProof::decode(&bytes),
+            Err(MultiProofDecodeError::NotOneTree)
+        );
+        // All branches: too deep after 248.
+        let mut bytes = n.to_le_bytes().to_vec();
+        bytes.resize(4 + (n as usize) / 4, 0xFF);
+        assert_eq!(
+            MultiProof::decode(&bytes),
+            Err(MultiProofDecodeError::TooDeep(248))
+        );
+        // A branch over two empties.
+        let bytes = [3, 0, 0, 0, 0b1100_0000];
+        assert_eq!(
+            MultiProof::decode(&bytes),
+            Err(MultiProofDecodeError::NonCanonicalBranch(2, "empty side"))
+        );
+        // The payload must match the kinds exactly.
+        let bytes = [1, 0, 0, 0, 0b0100_0000, 1, 2];
+        assert!(matches!(
+            MultiProof::decode(&bytes),
+            Err(MultiProofDecodeError::Truncated { .. })
+        ));
     }
 }

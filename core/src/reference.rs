@@ -20,6 +20,7 @@ pub struct ReferenceTrie<H = Blake2bValueHasher> {
     keys: Vec<Key>,
     values: Vec<Vec<u8>>,
     leaves: Vec<LeafNode>,
+    leaf_hashes: Vec<Hash>,
     hasher: H,
 }
 
@@ -45,15 +46,17 @@ impl<H: ValueHasher> ReferenceTrie<H> {
                 values.push(v);
             }
         }
-        let leaves = keys
+        let leaves: Vec<LeafNode> = keys
             .iter()
             .zip(&values)
             .map(|(k, v)| LeafNode::new(*k, v, &hasher))
             .collect();
+        let leaf_hashes = leaves.iter().map(LeafNode::hash).collect();
         ReferenceTrie {
             keys,
             values,
             leaves,
+            leaf_hashes,
             hasher,
         }
     }
@@ -92,7 +95,7 @@ impl<H: ValueHasher> ReferenceTrie<H> {
         let mut b = RootBuilder::at_depth(depth);
         for i in lo..hi {
             // UNWRAP: keys are sorted, distinct and share the subtrie's prefix.
-            b.push_leaf_hash(&self.keys[i], self.leaves[i].hash())
+            b.push_leaf_hash(&self.keys[i], self.leaf_hashes[i])
                 .expect("sorted distinct keys under one prefix");
         }
         b.finish()
