@@ -118,6 +118,25 @@ impl FinishedSession {
     }
 }
 
+/// Where the time of one commit went.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CommitStats {
+    /// Effective changes (writes of new values and deletes of present keys).
+    pub changes: usize,
+    /// Looking up the old entries of the changed keys.
+    pub classify: std::time::Duration,
+    /// Updating the trie along the changed paths.
+    pub trie: std::time::Duration,
+    /// Building the new B+tree pages (flat store and trie page table).
+    pub btree: std::time::Duration,
+    /// Writing the new pages.
+    pub write: std::time::Duration,
+    /// Making them durable and writing the meta record.
+    pub sync: std::time::Duration,
+    /// Pages written (extents counted in pages).
+    pub pages_written: u64,
+}
+
 /// The writer's bookkeeping: what is free, what waits to become free, where the file ends.
 #[derive(Debug)]
 struct Space {
@@ -152,6 +171,7 @@ pub struct Nomt {
     history: Mutex<Vec<Arc<Version>>>,
     overlay: Mutex<BTreeMap<Key, Option<Vec<u8>>>>,
     writer: Mutex<Space>,
+    last_commit: Mutex<CommitStats>,
     closed: AtomicBool,
     lock: Mutex<Option<Box<dyn DirLock>>>,
 }
@@ -271,6 +291,7 @@ impl Nomt {
                 durable_seq: meta.seq,
                 meta_rollback: meta.rollback,
             }),
+            last_commit: Mutex::new(CommitStats::default()),
             closed: AtomicBool::new(false),
             lock: Mutex::new(Some(lock)),
         })
@@ -380,6 +401,11 @@ impl Nomt {
         )
     }
 
+    /// Where the time of the last successful commit went.
+    pub fn last_commit_stats(&self) -> CommitStats {
+        *self.last_commit.lock()
+    }
+
     /// Applies every staged change to disk, atomically, and returns the new root.
     ///
     /// The commit is durable when this returns (unless `durable_commits(false)`). If it
@@ -411,6 +437,13 @@ impl Nomt {
         let base = self.version();
         let seq = base.seq + 1;
         self.release_pending(space, &base);
+        let mut stats = CommitStats::default();
+        let mut clock = std::time::Instant::now();
+        let mut lap = |slot: &mut std::time::Duration| {
+            let now = std::time::Instant::now();
+            *slot = now - clock;
+            clock = now;
+        };
         let src = Snapshot {
             db: self,
             version: &base,
@@ -463,6 +496,9 @@ impl Nomt {
             flat_changes.push((*key, None));
         }
 
+        stats.changes = trie_changes.len();
+        lap(&mut stats.classify);
+
         // The trie, along the changed paths.
         let delta = trie::Update::run(
             &src,
@@ -472,6 +508,7 @@ impl Nomt {
             &trie_changes,
         )?;
         let new_root = delta.root.hash();
+        lap(&mut stats.trie);
 
         // From here on, pages are allocated; work on a copy of the free space so that a
         // failure leaves the writer's state as it was.
@@ -553,6 +590,13 @@ impl Nomt {
             pt_root,
         };
 
+        lap(&mut stats.btree);
+        stats.pages_written = out_pages.len() as u64
+            + extents
+                .iter()
+                .map(|(_, b)| (b.len() / crate::page::PAGE_SIZE) as u64)
+                .sum::<u64>();
+
         // Write and make durable.
         for (pgno, bytes) in &extents {
             self.pager.write_extent(*pgno, bytes)?;
@@ -563,6 +607,7 @@ impl Nomt {
         pending.push((seq, freed));
         let mut freelist_pages = space.freelist_pages.clone();
         let mut durable_seq = space.durable_seq;
+        lap(&mut stats.write);
         if self.options.durable_commits {
             self.pager.sync()?;
             let written = self.write_meta(
@@ -576,6 +621,9 @@ impl Nomt {
             debug_assert!(written);
             durable_seq = seq;
         }
+
+        lap(&mut stats.sync);
+        *self.last_commit.lock() = stats;
 
         // The commit happened: publish it.
         space.free = new_space_free;

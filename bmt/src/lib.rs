@@ -28,6 +28,6 @@ mod pager;
 mod trie;
 
 pub use bmt_core::{Hash, Key, KeyError, MerkleProof, MultiProof, ValueHasher};
-pub use db::{FinishedSession, IntoKey, Nomt};
+pub use db::{CommitStats, FinishedSession, IntoKey, Nomt};
 pub use error::{Error, Result};
 pub use options::Options;

@@ -294,19 +294,10 @@ pub trait TrieSource {
     fn inconsistent(&self, what: String) -> Error;
 }
 
-/// The last key with the first `depth` bits of `key`.
-fn range_end(key: &Key, depth: usize) -> Key {
-    let mut k = *key;
-    for i in depth..KEY_BITS {
-        k = k.with_bit(i, true);
-    }
-    k
-}
-
 /// Keys under the position (`key`, `depth`) with their leaf hashes.
 fn scan_leaves(src: &dyn TrieSource, key: &Key, depth: usize) -> Result<Vec<(Key, LeafValue)>> {
     let lo = key.prefix(depth);
-    let hi = range_end(key, depth);
+    let hi = key.prefix_end(depth);
     let mut out = Vec::new();
     src.scan(&lo, &hi, &mut |k, v| {
         out.push((*k, v));

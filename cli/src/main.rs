@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod backend;
+mod bench;
 mod gen_state;
 mod replay;
 mod state_file;
@@ -35,6 +36,8 @@ enum Command {
     ReplayTrace(replay::Args),
     /// Writes a random raw-state JSON file, deterministic from a seed, with its state root.
     GenState(gen_state::Args),
+    /// Benchmarks the database: loads 2^c random keys, then times commits of random writes.
+    Bench(bench::Args),
 }
 
 /// How a command ended, worst outcome first when several files are involved.
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
         Command::StateRoot(args) => state_root::run(&args),
         Command::ReplayTrace(args) => replay::run(&args),
         Command::GenState(args) => gen_state::run(&args),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(status) => status.into(),

@@ -115,6 +115,20 @@ impl Key {
         self
     }
 
+    /// The key with every bit from `bits` on set: the last key of a path prefix's range.
+    pub fn prefix_end(mut self, bits: usize) -> Self {
+        if bits >= KEY_BITS {
+            return self;
+        }
+        let byte = bits >> 3;
+        let keep = (bits & 7) as u32;
+        self.0[byte] |= (0xFFu16 >> keep) as u8;
+        for b in &mut self.0[byte + 1..] {
+            *b = 0xFF;
+        }
+        self
+    }
+
     /// Lowercase hex, without a `0x` prefix.
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
@@ -220,6 +234,11 @@ mod tests {
         assert_eq!(p.0[1], 0xE0);
         assert!(p.0[2..].iter().all(|&b| b == 0));
         assert_eq!(k.prefix(248), k);
+        let z = Key([0; 31]);
+        assert_eq!(z.prefix_end(0), Key([0xFF; 31]));
+        let e = z.prefix_end(11);
+        assert_eq!((e.0[0], e.0[1], e.0[2]), (0, 0x1F, 0xFF));
+        assert_eq!(z.prefix_end(248), z);
     }
 
     #[test]
