@@ -29,7 +29,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::btree;
 use crate::error::{Error, Result};
-use crate::flat::{self, Entry, MAX_VALUE_LEN};
+use crate::flat::{self, Entry};
 use crate::freelist::FreeSpace;
 use crate::io::{DirLock, Storage};
 use crate::meta::{Meta, MetaError};
@@ -329,10 +329,10 @@ impl Nomt {
     pub fn insert(&self, key: impl IntoKey, value: impl AsRef<[u8]>) -> Result<()> {
         let key = key.into_key()?;
         let value = value.as_ref();
-        if value.len() > MAX_VALUE_LEN {
+        if value.len() > self.options.max_value_size {
             return Err(Error::ValueTooLarge {
                 len: value.len() as u64,
-                max: MAX_VALUE_LEN as u64,
+                max: self.options.max_value_size as u64,
             });
         }
         self.check_usable()?;
@@ -814,7 +814,20 @@ fn recover_meta(pager: &Pager) -> Result<Meta> {
                 Err(MetaError::Invalid(e)) => errors.push(format!("slot {slot}: {e}")),
             },
             Err(e @ Error::Io { .. }) => return Err(e),
-            Err(e) => errors.push(format!("slot {slot}: {e}")),
+            Err(e) => {
+                // A page format this build does not know is a version error, not corruption.
+                let page = pager.read_raw(slot)?;
+                if page.bytes()[0..4] == crate::page::PAGE_MAGIC
+                    && page.bytes()[5] != crate::page::PAGE_VERSION
+                {
+                    return Err(Error::UnsupportedVersion {
+                        path: pager.path().to_path_buf(),
+                        found: page.bytes()[5] as u32,
+                        supported: crate::page::PAGE_VERSION as u32,
+                    });
+                }
+                errors.push(format!("slot {slot}: {e}"))
+            }
         }
     }
     best.ok_or_else(|| pager.corrupted(0, format!("no valid meta record ({})", errors.join("; "))))

@@ -221,6 +221,30 @@ impl MemStorage {
     pub fn file(&self, path: &Path) -> Option<Arc<MemFile>> {
         self.inner.files.lock().get(path).cloned()
     }
+
+    /// A copy of every file as it is now, with no locks held: what another process would
+    /// find after this one died with every write reaching the disk.
+    pub fn copy_after_crash(&self) -> MemStorage {
+        let files = self
+            .inner
+            .files
+            .lock()
+            .iter()
+            .map(|(p, f)| {
+                let copy = MemFile {
+                    data: RwLock::new(f.contents()),
+                };
+                (p.clone(), Arc::new(copy))
+            })
+            .collect();
+        MemStorage {
+            inner: Arc::new(MemInner {
+                files: Mutex::new(files),
+                dirs: Mutex::new(self.inner.dirs.lock().clone()),
+                locks: Arc::new(Mutex::new(HashSet::new())),
+            }),
+        }
+    }
 }
 
 impl Storage for MemStorage {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bmt_core::{Blake2bValueHasher, ValueHasher};
 
+use crate::flat::MAX_VALUE_LEN;
 use crate::io::{FileStorage, Storage};
 use crate::trie::DEFAULT_ELIDE_BELOW;
 
@@ -17,6 +18,7 @@ pub struct Options {
     pub(crate) durable_commits: bool,
     pub(crate) create_if_missing: bool,
     pub(crate) elide_below: u32,
+    pub(crate) max_value_size: usize,
     pub(crate) value_hasher: Arc<dyn ValueHasher>,
     pub(crate) storage: Arc<dyn Storage>,
 }
@@ -29,6 +31,7 @@ impl fmt::Debug for Options {
             .field("durable_commits", &self.durable_commits)
             .field("create_if_missing", &self.create_if_missing)
             .field("elide_below", &self.elide_below)
+            .field("max_value_size", &self.max_value_size)
             .field("value_hasher", &self.value_hasher.name())
             .field("storage", &self.storage)
             .finish()
@@ -45,6 +48,7 @@ impl Options {
             durable_commits: true,
             create_if_missing: true,
             elide_below: DEFAULT_ELIDE_BELOW,
+            max_value_size: MAX_VALUE_LEN,
             value_hasher: Arc::new(Blake2bValueHasher),
             storage: Arc::new(FileStorage),
         }
@@ -86,6 +90,12 @@ impl Options {
     /// flat store when needed (default 20, at least 2). Fixed when the database is created.
     pub fn elide_below(mut self, keys: u32) -> Self {
         self.elide_below = keys.max(2);
+        self
+    }
+
+    /// The longest value [`crate::Nomt::insert`] accepts (default and upper bound: 1 GiB).
+    pub fn max_value_size(mut self, bytes: usize) -> Self {
+        self.max_value_size = bytes.min(MAX_VALUE_LEN);
         self
     }
 

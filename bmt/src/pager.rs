@@ -173,6 +173,15 @@ impl Pager {
         Ok(page)
     }
 
+    /// Reads page `pgno` without any check (to diagnose a page that failed them).
+    pub fn read_raw(&self, pgno: u64) -> Result<Box<PageBuf>> {
+        let mut page = PageBuf::zeroed();
+        self.file
+            .read_exact_at(page.bytes_mut(), pgno * PAGE_SIZE as u64)
+            .map_err(|e| self.read_error(pgno, e))?;
+        Ok(page)
+    }
+
     /// Reads `pages` pages from `pgno` (an extent) and checks them as one unit of `kind`.
     pub fn read_extent(
         &self,

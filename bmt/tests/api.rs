@@ -1,0 +1,364 @@
+//! The handle's contract: typed errors for bad input, locking, closing, poisoning, recovery,
+//! large values, deferred durability, and an open that reads no data.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use bmt::io::{DirLock, MemStorage, Storage, StorageFile};
+use bmt::{Error, Key, Nomt, Options};
+use bmt_core::{KeyError, ReferenceTrie};
+
+fn mem_options(storage: &MemStorage) -> Options {
+    Options::new("/db").storage(Arc::new(storage.clone()))
+}
+
+fn key(i: u64) -> Key {
+    let mut k = [0u8; 31];
+    k[..8].copy_from_slice(&i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
+    k[8] = (i % 7) as u8;
+    Key(k)
+}
+
+#[test]
+fn handle_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Nomt>();
+}
+
+#[test]
+fn bad_keys_and_values_get_typed_errors() {
+    let storage = MemStorage::new();
+    let db = Nomt::open(mem_options(&storage).max_value_size(1000)).unwrap();
+    assert!(matches!(
+        db.insert(&[0u8; 30][..], b"x"),
+        Err(Error::Key(KeyError::WrongLength(30)))
+    ));
+    let mut k32 = [1u8; 32];
+    assert!(matches!(
+        db.insert(k32, b"x"),
+        Err(Error::Key(KeyError::NonZeroLastByte(1)))
+    ));
+    assert!(matches!(
+        db.get(&[0u8; 33][..]),
+        Err(Error::Key(KeyError::WrongLength(33)))
+    ));
+    assert!(matches!(
+        db.delete(&[0u8; 0][..]),
+        Err(Error::Key(KeyError::WrongLength(0)))
+    ));
+    assert!(matches!(
+        db.insert(key(1), vec![0u8; 1001]),
+        Err(Error::ValueTooLarge {
+            len: 1001,
+            max: 1000
+        })
+    ));
+    // Nothing was staged by the failed calls.
+    assert_eq!(db.commit().unwrap().root(), bmt::Hash::ZERO);
+    // A 32-byte key with a zero last byte is the same key as its first 31 bytes.
+    k32[31] = 0;
+    db.insert(k32, b"v").unwrap();
+    assert_eq!(db.get([1u8; 31]).unwrap().as_deref(), Some(&b"v"[..]));
+}
+
+#[test]
+fn second_open_is_locked_until_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Nomt::open(Options::new(dir.path())).unwrap();
+    match Nomt::open(Options::new(dir.path())) {
+        Err(Error::Locked(p)) => assert_eq!(p, dir.path()),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    db.insert(key(1), b"one").unwrap();
+    let root = db.commit().unwrap().root();
+    db.close().unwrap();
+    // Closed: every call is refused, and the directory is free.
+    assert!(matches!(db.get(key(1)), Err(Error::Closed)));
+    assert!(matches!(db.insert(key(2), b"x"), Err(Error::Closed)));
+    assert!(matches!(db.commit(), Err(Error::Closed)));
+    assert!(matches!(db.generate_proof(key(1)), Err(Error::Closed)));
+    let again = Nomt::open(Options::new(dir.path())).unwrap();
+    assert_eq!(again.root(), root);
+    drop(again);
+    // Dropping releases the lock too.
+    let third = Nomt::open(Options::new(dir.path())).unwrap();
+    assert_eq!(third.get(key(1)).unwrap().as_deref(), Some(&b"one"[..]));
+}
+
+#[test]
+fn values_of_64_mib_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let big: Vec<u8> = (0..64u32 << 20).map(|i| (i % 253) as u8).collect();
+    let root = {
+        let db = Nomt::open(Options::new(dir.path())).unwrap();
+        db.insert(key(1), &big).unwrap();
+        db.insert(key(2), b"small").unwrap();
+        let root = db.commit().unwrap().root();
+        assert_eq!(db.get(key(1)).unwrap().as_deref(), Some(&big[..]));
+        root
+    };
+    let expected = ReferenceTrie::new([(key(1), big.clone()), (key(2), b"small".to_vec())]).root();
+    assert_eq!(root, expected);
+    let db = Nomt::open(Options::new(dir.path())).unwrap();
+    assert_eq!(db.root(), root);
+    assert_eq!(db.get(key(1)).unwrap().as_deref(), Some(&big[..]));
+    db.generate_proof(key(1))
+        .unwrap()
+        .verify(&key(1), Some(&big), &root)
+        .unwrap();
+    // Replace it and delete it: the extent's pages are reused, not leaked.
+    db.insert(key(1), &big[..1 << 20]).unwrap();
+    db.commit().unwrap();
+    db.delete(key(1)).unwrap();
+    db.commit().unwrap();
+    db.insert(key(3), &big).unwrap();
+    db.commit().unwrap();
+    db.delete(key(3)).unwrap();
+    db.commit().unwrap();
+    let size = std::fs::metadata(dir.path().join("data.bmt"))
+        .unwrap()
+        .len();
+    assert!(size < 3 * (64 << 20), "the file grew to {size} bytes");
+}
+
+#[test]
+fn unknown_format_version_is_refused() {
+    let storage = MemStorage::new();
+    drop(Nomt::open(mem_options(&storage)).unwrap());
+    // Bump the page-format version byte of both meta slots.
+    let file = storage.file(Path::new("/db/data.bmt")).unwrap();
+    for slot in 0..2u64 {
+        file.write_all_at(&[9], slot * 4096 + 5).unwrap();
+    }
+    match Nomt::open(mem_options(&storage)) {
+        Err(Error::UnsupportedVersion { found: 9, .. }) => {}
+        other => panic!("expected UnsupportedVersion, got {other:?}"),
+    }
+}
+
+#[test]
+fn another_value_hasher_is_refused() {
+    #[derive(Debug)]
+    struct Other;
+    impl bmt_core::ValueHasher for Other {
+        fn hash_value(&self, value: &[u8]) -> bmt::Hash {
+            bmt_core::blake2b_256(&[value, b"!"].concat())
+        }
+        fn name(&self) -> &str {
+            "other"
+        }
+    }
+    let storage = MemStorage::new();
+    drop(Nomt::open(mem_options(&storage)).unwrap());
+    match Nomt::open(mem_options(&storage).value_hasher(Arc::new(Other))) {
+        Err(Error::IncompatibleOptions { what, .. }) => assert_eq!(what, "value hasher"),
+        other => panic!("expected IncompatibleOptions, got {other:?}"),
+    }
+}
+
+#[test]
+fn corrupted_pages_give_errors_not_wrong_data() {
+    let storage = MemStorage::new();
+    let db = Nomt::open(mem_options(&storage)).unwrap();
+    for i in 0..5000 {
+        db.insert(key(i), vec![(i % 200) as u8; 40]).unwrap();
+    }
+    let root = db.commit().unwrap().root();
+    db.close().unwrap();
+    drop(db);
+    let file = storage.file(Path::new("/db/data.bmt")).unwrap();
+    let len = file.size().unwrap();
+    // Flip one byte in every page after the meta slots, one page at a time.
+    for page in 2..len / 4096 {
+        let at = page * 4096 + 100 + (page * 37) % 3900;
+        let mut b = [0u8];
+        file.read_exact_at(&mut b, at).unwrap();
+        file.write_all_at(&[b[0] ^ 0x40], at).unwrap();
+        let db = Nomt::open(mem_options(&storage)).unwrap();
+        for i in (0..5000).step_by(97) {
+            match db.get(key(i)) {
+                Ok(Some(v)) => assert_eq!(v, vec![(i % 200) as u8; 40]),
+                Ok(None) => panic!("key {i} lost without an error (page {page})"),
+                Err(Error::Corrupted { .. }) => {}
+                Err(e) => panic!("unexpected error {e}"),
+            }
+            match db.generate_proof(key(i)) {
+                Ok(p) => p
+                    .verify(&key(i), Some(&vec![(i % 200) as u8; 40]), &root)
+                    .unwrap(),
+                Err(Error::Corrupted { .. }) => {}
+                Err(e) => panic!("unexpected error {e}"),
+            }
+        }
+        drop(db);
+        file.write_all_at(&b, at).unwrap();
+    }
+}
+
+/// A storage that fails every write once `fail` is set.
+#[derive(Debug, Clone)]
+struct Failing {
+    inner: MemStorage,
+    fail: Arc<AtomicBool>,
+    bytes_read: Arc<AtomicU64>,
+}
+
+#[derive(Debug)]
+struct FailingFile {
+    inner: Arc<dyn StorageFile>,
+    fail: Arc<AtomicBool>,
+    bytes_read: Arc<AtomicU64>,
+}
+
+impl StorageFile for FailingFile {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.bytes_read
+            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        self.inner.read_exact_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        if self.fail.load(Ordering::Relaxed) {
+            return Err(io::Error::other("injected write failure"));
+        }
+        self.inner.write_all_at(buf, offset)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        if self.fail.load(Ordering::Relaxed) {
+            return Err(io::Error::other("injected sync failure"));
+        }
+        self.inner.sync_data()
+    }
+    fn size(&self) -> io::Result<u64> {
+        self.inner.size()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+}
+
+impl Storage for Failing {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(path)
+    }
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
+        Ok(Arc::new(FailingFile {
+            inner: self.inner.open(path, create)?,
+            fail: self.fail.clone(),
+            bytes_read: self.bytes_read.clone(),
+        }))
+    }
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        self.inner.exists(path)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove_file(path)
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        self.inner.sync_dir(path)
+    }
+    fn try_lock(&self, dir: &Path) -> io::Result<Option<Box<dyn DirLock>>> {
+        self.inner.try_lock(dir)
+    }
+}
+
+#[test]
+fn an_io_error_poisons_the_handle_and_reopen_recovers() {
+    let storage = Failing {
+        inner: MemStorage::new(),
+        fail: Arc::new(AtomicBool::new(false)),
+        bytes_read: Arc::new(AtomicU64::new(0)),
+    };
+    let options = Options::new("/db").storage(Arc::new(storage.clone()));
+    let db = Nomt::open(options.clone()).unwrap();
+    for i in 0..100 {
+        db.insert(key(i), b"first").unwrap();
+    }
+    let good = db.commit().unwrap().root();
+    for i in 0..100 {
+        db.insert(key(i), b"second").unwrap();
+    }
+    storage.fail.store(true, Ordering::Relaxed);
+    assert!(matches!(db.commit(), Err(Error::Io { .. })));
+    // The handle is poisoned: everything fails fast, the root is unchanged.
+    assert_eq!(db.root(), good);
+    assert!(matches!(db.get(key(1)), Err(Error::Poisoned)));
+    assert!(matches!(db.commit(), Err(Error::Poisoned)));
+    assert!(matches!(db.insert(key(1), b"x"), Err(Error::Poisoned)));
+    storage.fail.store(false, Ordering::Relaxed);
+    drop(db);
+    let db = Nomt::open(options).unwrap();
+    assert_eq!(db.root(), good);
+    assert_eq!(db.get(key(5)).unwrap().as_deref(), Some(&b"first"[..]));
+}
+
+#[test]
+fn deferred_durability_is_atomic_at_the_last_sync() {
+    let storage = MemStorage::new();
+    let options = mem_options(&storage).durable_commits(false);
+    let db = Nomt::open(options.clone()).unwrap();
+    let mut model = std::collections::BTreeMap::new();
+    for i in 0..300 {
+        db.insert(key(i), b"a").unwrap();
+        model.insert(key(i), b"a".to_vec());
+    }
+    db.commit().unwrap();
+    db.sync().unwrap();
+    let synced = db.root();
+    let synced_model = model.clone();
+    for round in 0..5u8 {
+        for i in (round as u64 * 50)..(round as u64 * 50 + 200) {
+            db.insert(key(i), [round; 40]).unwrap();
+        }
+        db.delete(key(round as u64)).unwrap();
+        db.commit().unwrap();
+    }
+    // "Crash": a copy of the files now, without a sync or close.
+    let crashed = storage.copy_after_crash();
+    let db2 = Nomt::open(mem_options(&crashed)).unwrap();
+    assert_eq!(db2.root(), synced);
+    let reference = ReferenceTrie::new(synced_model.iter().map(|(k, v)| (*k, v.clone())));
+    assert_eq!(db2.root(), reference.root());
+    for (k, v) in &synced_model {
+        assert_eq!(db2.get(k).unwrap().as_ref(), Some(v));
+    }
+    // After a sync, the latest commit survives.
+    db.sync().unwrap();
+    let latest = db.root();
+    let crashed = storage.copy_after_crash();
+    assert_eq!(Nomt::open(mem_options(&crashed)).unwrap().root(), latest);
+}
+
+#[test]
+fn opening_a_million_keys_reads_no_data() {
+    let storage = Failing {
+        inner: MemStorage::new(),
+        fail: Arc::new(AtomicBool::new(false)),
+        bytes_read: Arc::new(AtomicU64::new(0)),
+    };
+    let options = Options::new("/db").storage(Arc::new(storage.clone()));
+    let root = {
+        let db = Nomt::open(options.clone()).unwrap();
+        for batch in 0..10u64 {
+            for i in batch * 100_000..(batch + 1) * 100_000 {
+                db.insert(key(i), i.to_le_bytes()).unwrap();
+            }
+            db.commit().unwrap();
+        }
+        assert_eq!(db.key_count(), 1_000_000);
+        db.root()
+    };
+    storage.bytes_read.store(0, Ordering::Relaxed);
+    let db = Nomt::open(options).unwrap();
+    let read = storage.bytes_read.load(Ordering::Relaxed);
+    assert_eq!(db.root(), root);
+    assert_eq!(db.key_count(), 1_000_000);
+    // Two meta slots and the free list: a few pages, whatever the number of keys.
+    assert!(read <= 16 * 4096, "open read {read} bytes");
+    eprintln!("open of 1,000,000 keys read {read} bytes");
+    assert_eq!(
+        db.get(key(123_456)).unwrap().as_deref(),
+        Some(&123_456u64.to_le_bytes()[..])
+    );
+}
