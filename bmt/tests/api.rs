@@ -186,7 +186,7 @@ fn corrupted_pages_give_errors_not_wrong_data() {
             }
             match db.generate_proof(key(i)) {
                 Ok(p) => p
-                    .verify(&key(i), Some(&vec![(i % 200) as u8; 40]), &root)
+                    .verify(&key(i), Some(&[(i % 200) as u8; 40]), &root)
                     .unwrap(),
                 Err(Error::Corrupted { .. }) => {}
                 Err(e) => panic!("unexpected error {e}"),
