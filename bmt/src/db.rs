@@ -609,7 +609,6 @@ impl Nomt {
         let mut durable_seq = space.durable_seq;
         lap(&mut stats.write);
         if self.options.durable_commits {
-            self.pager.sync()?;
             let written = self.write_meta(
                 &version,
                 &mut new_space_free,
@@ -617,8 +616,11 @@ impl Nomt {
                 &mut pending,
                 &mut freelist_pages,
                 space.meta_rollback,
-            )?;
-            debug_assert!(written);
+            );
+            if let Err(e) = written {
+                space.pending = pending;
+                return Err(e);
+            }
             durable_seq = seq;
         }
 
@@ -641,9 +643,9 @@ impl Nomt {
         })
     }
 
-    /// Writes the meta record for `version`: the free list first (every page `version` does
-    /// not use), then the record, each made durable. Pages of the previous free list are
-    /// freed by this record.
+    /// Makes `version` the durable state: writes its free list (every page `version` does
+    /// not use), syncs (with the commit's pages, written before), then writes the meta
+    /// record and syncs again. Pages of the previous free list are freed by this record.
     fn write_meta(
         &self,
         version: &Version,
@@ -652,7 +654,7 @@ impl Nomt {
         pending: &mut Vec<(u64, Vec<(u64, u64)>)>,
         freelist_pages: &mut Vec<u64>,
         rollback: [u8; 48],
-    ) -> Result<bool> {
+    ) -> Result<()> {
         // The old free list is not needed once this record is durable.
         let old_list: Vec<(u64, u64)> = freelist_pages.iter().map(|p| (*p, 1)).collect();
         pending.push((version.seq, old_list));
@@ -699,7 +701,7 @@ impl Nomt {
         self.pager.write_uncached(version.seq % 2, &meta.encode())?;
         self.pager.sync()?;
         *freelist_pages = pgnos;
-        Ok(true)
+        Ok(())
     }
 
     /// Moves pending pages to the free space once nothing can read them: their commit is
@@ -735,7 +737,6 @@ impl Nomt {
         if space.durable_seq == version.seq {
             return Ok(());
         }
-        self.pager.sync()?;
         let mut free = space.free.clone();
         let mut page_count = space.page_count;
         let mut pending = std::mem::take(&mut space.pending);
