@@ -36,7 +36,7 @@ use std::sync::Arc;
 use bmt_core::{KEY_LEN, Key};
 
 use crate::error::Result;
-use crate::page::{HEADER_SIZE, PAGE_REF_SIZE, PAGE_SIZE, PageBuf, PageKind, PageRef};
+use crate::page::{HEADER_SIZE, PAGE_REF_SIZE, PAGE_SIZE, PageBuf, PageKind, PageRef, SharedPage};
 use crate::pager::Pager;
 
 /// Largest payload an entry may have.
@@ -56,7 +56,7 @@ pub type Change<'a> = (Key, Option<&'a [u8]>);
 /// A payload inside a cached page, without copying.
 #[derive(Clone, Debug)]
 pub struct Payload {
-    page: Arc<PageBuf>,
+    page: SharedPage,
     start: usize,
     len: usize,
 }
@@ -131,8 +131,8 @@ fn validate_branch(page: &PageBuf) -> Result<(), String> {
 
 /// A node read from disk.
 enum Node {
-    Leaf(Arc<PageBuf>),
-    Branch(Arc<PageBuf>),
+    Leaf(SharedPage),
+    Branch(SharedPage),
 }
 
 fn read_node(pager: &Pager, r: PageRef) -> Result<Node> {
@@ -256,7 +256,150 @@ pub fn get(pager: &Pager, root: Option<PageRef>, key: &Key) -> Result<Option<Pay
     }
 }
 
+/// The payloads stored under sorted, distinct `keys`, reading each page on their paths once.
+pub fn get_many(
+    pager: &Pager,
+    root: Option<PageRef>,
+    keys: &[Key],
+) -> Result<Vec<Option<Payload>>> {
+    let mut out = Vec::with_capacity(keys.len());
+    match root {
+        Some(r) => get_many_at(pager, r, keys, &mut out)?,
+        None => out.resize(keys.len(), None),
+    }
+    Ok(out)
+}
+
+fn get_many_at(
+    pager: &Pager,
+    r: PageRef,
+    keys: &[Key],
+    out: &mut Vec<Option<Payload>>,
+) -> Result<()> {
+    match read_node(pager, r)? {
+        Node::Leaf(p) => {
+            for key in keys {
+                let (i, found) = leaf_search(&p, &key.0);
+                out.push(found.then(|| {
+                    let (start, len) = leaf_payload_span(&p, i);
+                    Payload {
+                        page: p.clone(),
+                        start,
+                        len,
+                    }
+                }));
+            }
+        }
+        Node::Branch(p) => {
+            let n = branch_len(&p);
+            let mut c = 0;
+            for i in 0..n {
+                if c == keys.len() {
+                    break;
+                }
+                let end = if i + 1 < n {
+                    let sep = branch_sep(&p, i + 1);
+                    c + keys[c..].partition_point(|k| k.0.as_slice() < sep)
+                } else {
+                    keys.len()
+                };
+                if end > c {
+                    get_many_at(pager, branch_child(&p, i), &keys[c..end], out)?;
+                }
+                c = end;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A position in the tree kept between range scans, so that scans in increasing key order
+/// (the trie's walk) descend from the root only when they leave the current subtree.
+#[derive(Debug, Default)]
+pub struct Cursor {
+    /// From the root down: a page and the key range it covers (`None`: unbounded).
+    path: Vec<(SharedPage, Option<Key>, Option<Key>)>,
+}
+
+impl Cursor {
+    /// A cursor positioned nowhere.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The leaf whose range holds `key`, with the range's end.
+    fn seek(
+        &mut self,
+        pager: &Pager,
+        root: PageRef,
+        key: &Key,
+    ) -> Result<(SharedPage, Option<Key>)> {
+        while let Some((_, lower, upper)) = self.path.last() {
+            if lower.is_none_or(|l| l <= *key) && upper.is_none_or(|u| *key < u) {
+                break;
+            }
+            self.path.pop();
+        }
+        if self.path.is_empty() {
+            let page = match read_node(pager, root)? {
+                Node::Leaf(p) | Node::Branch(p) => p,
+            };
+            self.path.push((page, None, None));
+        }
+        loop {
+            let (page, lower, upper) = self.path.last().expect("the path holds the root");
+            if page.bytes()[4] == PageKind::LeafNode as u8 {
+                return Ok((page.clone(), *upper));
+            }
+            let n = branch_len(page);
+            let i = branch_route(page, &key.0);
+            let lo = if i == 0 {
+                *lower
+            } else {
+                Some(branch_sep_owned(page, i))
+            };
+            let hi = if i + 1 == n {
+                *upper
+            } else {
+                Some(branch_sep_owned(page, i + 1))
+            };
+            let child = match read_node(pager, branch_child(page, i))? {
+                Node::Leaf(p) | Node::Branch(p) => p,
+            };
+            self.path.push((child, lo, hi));
+        }
+    }
+}
+
+/// [`range`] through a cursor kept from earlier scans.
+pub fn range_with(
+    pager: &Pager,
+    root: Option<PageRef>,
+    cursor: &mut Cursor,
+    lo: &Key,
+    hi: &Key,
+    f: &mut dyn FnMut(&Key, &[u8]) -> Result<bool>,
+) -> Result<()> {
+    let Some(root) = root else { return Ok(()) };
+    let mut from = *lo;
+    loop {
+        let (leaf, upper) = cursor.seek(pager, root, &from)?;
+        let (start, _) = leaf_search(&leaf, &from.0);
+        for i in start..leaf_len(&leaf) {
+            let key = leaf_key_owned(&leaf, i);
+            if key > *hi || !f(&key, leaf_payload(&leaf, i))? {
+                return Ok(());
+            }
+        }
+        match upper {
+            Some(u) if u <= *hi => from = u,
+            _ => return Ok(()),
+        }
+    }
+}
+
 /// Calls `f` for every entry with `lo ≤ key ≤ hi`, in key order; `f` returns false to stop.
+#[cfg(test)]
 pub fn range(
     pager: &Pager,
     root: Option<PageRef>,
@@ -264,44 +407,7 @@ pub fn range(
     hi: &Key,
     f: &mut dyn FnMut(&Key, &[u8]) -> Result<bool>,
 ) -> Result<()> {
-    if let Some(r) = root {
-        range_at(pager, r, lo, hi, f)?;
-    }
-    Ok(())
-}
-
-fn range_at(
-    pager: &Pager,
-    r: PageRef,
-    lo: &Key,
-    hi: &Key,
-    f: &mut dyn FnMut(&Key, &[u8]) -> Result<bool>,
-) -> Result<bool> {
-    match read_node(pager, r)? {
-        Node::Branch(p) => {
-            let first = branch_route(&p, &lo.0);
-            let last = branch_route(&p, &hi.0);
-            for i in first..=last {
-                if !range_at(pager, branch_child(&p, i), lo, hi, f)? {
-                    return Ok(false);
-                }
-            }
-            Ok(true)
-        }
-        Node::Leaf(p) => {
-            let (start, _) = leaf_search(&p, &lo.0);
-            for i in start..leaf_len(&p) {
-                let key = leaf_key_owned(&p, i);
-                if key > *hi {
-                    return Ok(false);
-                }
-                if !f(&key, leaf_payload(&p, i))? {
-                    return Ok(false);
-                }
-            }
-            Ok(true)
-        }
-    }
+    range_with(pager, root, &mut Cursor::new(), lo, hi, f)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -607,13 +713,9 @@ fn join_underfull(
 }
 
 /// The page of a leaf child, reading it (and marking it freed) if unchanged.
-fn leaf_page_of(
-    pager: &Pager,
-    child: &Child,
-    freed: &mut Vec<u64>,
-) -> Result<Option<Arc<PageBuf>>> {
+fn leaf_page_of(pager: &Pager, child: &Child, freed: &mut Vec<u64>) -> Result<Option<SharedPage>> {
     Ok(match child {
-        Child::Leaf(p) => Some(Arc::new((**p).clone())),
+        Child::Leaf(p) => Some(Arc::new(p.clone())),
         Child::Branch(_) => None,
         Child::Clean(r) => match read_node(pager, *r)? {
             Node::Leaf(p) => {
@@ -631,7 +733,7 @@ pub fn write(
     root: Option<Child>,
     seq: u64,
     allocate: &mut dyn FnMut() -> u64,
-    out: &mut Vec<(u64, Arc<PageBuf>)>,
+    out: &mut Vec<(u64, SharedPage)>,
 ) -> Option<PageRef> {
     root.map(|c| write_child(c, seq, allocate, out))
 }
@@ -640,7 +742,7 @@ fn write_child(
     child: Child,
     seq: u64,
     allocate: &mut dyn FnMut() -> u64,
-    out: &mut Vec<(u64, Arc<PageBuf>)>,
+    out: &mut Vec<(u64, SharedPage)>,
 ) -> PageRef {
     match child {
         Child::Clean(r) => r,
@@ -648,7 +750,7 @@ fn write_child(
             let pgno = allocate();
             let n = page.len_field();
             let crc = page.seal(PageKind::LeafNode, n, seq, pgno);
-            out.push((pgno, Arc::from(page)));
+            out.push((pgno, Arc::new(page)));
             PageRef { pgno, crc }
         }
         Child::Branch(b) => {
@@ -669,7 +771,7 @@ fn write_child(
             }
             let pgno = allocate();
             let crc = page.seal(PageKind::BranchNode, n as u32, seq, pgno);
-            out.push((pgno, Arc::from(page)));
+            out.push((pgno, Arc::new(page)));
             PageRef { pgno, crc }
         }
     }
@@ -790,5 +892,38 @@ mod tests {
         })
         .unwrap();
         assert_eq!(seen, keys[1000..=1200].to_vec());
+        // One cursor across many increasing scans gives the same as fresh scans.
+        let mut cursor = Cursor::new();
+        for w in keys.windows(7).step_by(5) {
+            let mut a = Vec::new();
+            range_with(&pager, root, &mut cursor, &w[1], &w[5], &mut |k, _| {
+                a.push(*k);
+                Ok(true)
+            })
+            .unwrap();
+            assert_eq!(a, w[1..=5].to_vec());
+        }
+        // And after a jump backwards.
+        let mut a = Vec::new();
+        range_with(
+            &pager,
+            root,
+            &mut cursor,
+            &keys[3],
+            &keys[4],
+            &mut |k, _| {
+                a.push(*k);
+                Ok(true)
+            },
+        )
+        .unwrap();
+        assert_eq!(a, keys[3..=4].to_vec());
+        let mut probe: Vec<Key> = keys.iter().step_by(3).copied().collect();
+        probe.push(Key([0xFF; 31]));
+        probe.sort();
+        let got = get_many(&pager, root, &probe).unwrap();
+        for (k, g) in probe.iter().zip(got) {
+            assert_eq!(g.is_some(), changes.contains_key(k));
+        }
     }
 }

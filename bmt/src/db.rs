@@ -34,8 +34,8 @@ use crate::freelist::FreeSpace;
 use crate::io::{DirLock, Storage};
 use crate::meta::{Meta, MetaError};
 use crate::options::Options;
-use crate::page::{PAGE_REF_SIZE, PageBuf, PageKind, PageRef};
-use crate::pager::Pager;
+use crate::page::{PAGE_REF_SIZE, PageKind, PageRef, SharedPage};
+use crate::pager::{Pager, WriteBatch};
 use crate::trie::{self, NodeKind, PageId, TrieChange, TrieSource};
 
 /// The name of the data file inside the database directory.
@@ -125,9 +125,9 @@ pub struct CommitStats {
     pub changes: usize,
     /// Looking up the old entries of the changed keys.
     pub classify: std::time::Duration,
-    /// Updating the trie along the changed paths.
+    /// Updating the trie along the changed paths, and (at the same time) the flat store.
     pub trie: std::time::Duration,
-    /// Building the new B+tree pages (flat store and trie page table).
+    /// Building the trie page table and giving the new pages their places.
     pub btree: std::time::Duration,
     /// Writing the new pages.
     pub write: std::time::Duration,
@@ -378,7 +378,8 @@ impl Nomt {
                 let extent = self
                     .pager
                     .read_extent(o.pgno, o.pages, PageKind::Overflow, o.crc)?;
-                flat::extent_value(&extent, o).map_err(|e| self.pager.corrupted(o.pgno, e))
+                flat::extent_value(crate::page::extent_bytes(&extent), o)
+                    .map_err(|e| self.pager.corrupted(o.pgno, e))
             }
         }
     }
@@ -457,8 +458,15 @@ impl Nomt {
         let mut payloads: Vec<Vec<u8>> = Vec::with_capacity(changes.len());
         let mut payload_of: Vec<Option<usize>> = Vec::with_capacity(changes.len());
         let mut key_count = base.key_count as i64;
-        for (key, new) in changes {
-            let old = btree::get(&self.pager, base.flat_root, key)?;
+        let keys: Vec<Key> = changes.keys().copied().collect();
+        let (left, right) = keys.split_at(keys.len() / 2);
+        let (olds, rest) = rayon::join(
+            || btree::get_many(&self.pager, base.flat_root, left),
+            || btree::get_many(&self.pager, base.flat_root, right),
+        );
+        let mut olds = olds?;
+        olds.extend(rest?);
+        for ((key, new), old) in changes.iter().zip(olds) {
             let old_entry = old
                 .as_ref()
                 .map(|p| self.decode_entry(p.bytes()))
@@ -499,17 +507,6 @@ impl Nomt {
         stats.changes = trie_changes.len();
         lap(&mut stats.classify);
 
-        // The trie, along the changed paths.
-        let delta = trie::Update::run(
-            &src,
-            self.elide_below,
-            NodeKind::root(base.root, base.key_count),
-            base.key_count,
-            &trie_changes,
-        )?;
-        let new_root = delta.root.hash();
-        lap(&mut stats.trie);
-
         // From here on, pages are allocated; work on a copy of the free space so that a
         // failure leaves the writer's state as it was.
         let mut free = space.free.clone();
@@ -521,16 +518,20 @@ impl Nomt {
                 p
             })
         };
-        let mut out_pages: Vec<(u64, Arc<PageBuf>)> = Vec::new();
-        let mut extents: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut out_pages: Vec<(u64, SharedPage)> = Vec::new();
+        let writes = WriteBatch::new();
+        // If the commit fails from here on, its writes in flight must end before a later
+        // commit can reuse their pages.
+        let _settle = Settle(&self.pager, writes.clone());
 
-        // Values stored out of line.
+        // Values stored out of line: their writes start now.
         let mut large_payloads = Vec::with_capacity(large.len());
         for (_, v) in &large {
             let pages = flat::extent_pages(v.len());
             let pgno = alloc_run(pages);
-            let (bytes, crc) = flat::build_extent(v, seq, pgno);
-            extents.push((pgno, bytes));
+            let (extent, crc) = flat::build_extent(v, seq, pgno);
+            stats.pages_written += pages;
+            self.pager.submit_extent(pgno, Arc::new(extent), &writes);
             large_payloads.push(flat::encode_overflow(&flat::OverflowRef {
                 hash: self.hasher.hash_value(v),
                 len: v.len() as u64,
@@ -548,6 +549,32 @@ impl Nomt {
             };
         }
 
+        // The trie along the changed paths and the flat store, side by side: both read only
+        // the committed state.
+        let (delta, flat) = rayon::join(
+            || {
+                trie::Update::run(
+                    &src,
+                    self.elide_below,
+                    NodeKind::root(base.root, base.key_count),
+                    base.key_count,
+                    &trie_changes,
+                )
+            },
+            || btree::update(&self.pager, base.flat_root, &flat_changes),
+        );
+        let (delta, flat) = (delta?, flat?);
+        let new_root = delta.root.hash();
+        lap(&mut stats.trie);
+
+        // The flat store's new pages: their writes start now.
+        freed.extend(flat.freed.iter().map(|p| (*p, 1)));
+        let mut alloc_one = || alloc_run(1);
+        let flat_root = btree::write(flat.root, seq, &mut alloc_one, &mut out_pages);
+        stats.pages_written += out_pages.len() as u64;
+        self.pager
+            .submit_pages(std::mem::take(&mut out_pages), &writes);
+
         // Trie pages, then the page table that finds them.
         let mut table_changes: Vec<(Key, Option<[u8; PAGE_REF_SIZE]>)> = Vec::new();
         for (id, page, old) in delta.pages {
@@ -557,12 +584,12 @@ impl Nomt {
             match page {
                 Some(p) => {
                     let mut buf = p.encode();
-                    let pgno = alloc_run(1);
+                    let pgno = alloc_one();
                     let crc = buf.seal(PageKind::Trie, 0, seq, pgno);
                     let mut r = [0u8; PAGE_REF_SIZE];
                     PageRef { pgno, crc }.encode(&mut r);
                     table_changes.push((id.table_key(), Some(r)));
-                    out_pages.push((pgno, Arc::from(buf)));
+                    out_pages.push((pgno, Arc::new(buf)));
                 }
                 None => table_changes.push((id.table_key(), None)),
             }
@@ -574,13 +601,7 @@ impl Nomt {
             .collect();
         let table = btree::update(&self.pager, base.pt_root, &table_list)?;
         freed.extend(table.freed.iter().map(|p| (*p, 1)));
-        let mut alloc_one = || alloc_run(1);
         let pt_root = btree::write(table.root, seq, &mut alloc_one, &mut out_pages);
-
-        // The flat store.
-        let flat = btree::update(&self.pager, base.flat_root, &flat_changes)?;
-        freed.extend(flat.freed.iter().map(|p| (*p, 1)));
-        let flat_root = btree::write(flat.root, seq, &mut alloc_one, &mut out_pages);
 
         let version = Version {
             seq,
@@ -590,18 +611,12 @@ impl Nomt {
             pt_root,
         };
 
+        stats.pages_written += out_pages.len() as u64;
+        self.pager.submit_pages(out_pages, &writes);
         lap(&mut stats.btree);
-        stats.pages_written = out_pages.len() as u64
-            + extents
-                .iter()
-                .map(|(_, b)| (b.len() / crate::page::PAGE_SIZE) as u64)
-                .sum::<u64>();
 
-        // Write and make durable.
-        for (pgno, bytes) in &extents {
-            self.pager.write_extent(*pgno, bytes)?;
-        }
-        self.pager.write_pages(out_pages)?;
+        // Wait for every write, then make them durable with the meta record.
+        self.pager.wait(&writes)?;
         let mut new_space_free = free;
         let mut pending = std::mem::take(&mut space.pending);
         pending.push((seq, freed));
@@ -682,8 +697,8 @@ impl Nomt {
             }
         };
         let (head, pages) = all.encode(&pgnos, version.seq);
-        let pages: Vec<(u64, Arc<PageBuf>)> =
-            pages.into_iter().map(|(p, b)| (p, Arc::from(b))).collect();
+        let pages: Vec<(u64, SharedPage)> =
+            pages.into_iter().map(|(p, b)| (p, Arc::new(b))).collect();
         self.pager.write_pages(pages)?;
         let meta = Meta {
             seq: version.seq,
@@ -793,6 +808,15 @@ impl Drop for Nomt {
     }
 }
 
+/// Waits for a batch of writes when dropped (on every way out of a commit).
+struct Settle<'a>(&'a Pager, Arc<WriteBatch>);
+
+impl Drop for Settle<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.wait(&self.1);
+    }
+}
+
 /// Reads both meta slots and returns the newer valid record.
 fn recover_meta(pager: &Pager) -> Result<Meta> {
     let mut best: Option<Meta> = None;
@@ -841,7 +865,7 @@ struct Snapshot<'a> {
 }
 
 impl TrieSource for Snapshot<'_> {
-    fn page(&self, id: &PageId) -> Result<Option<(Arc<PageBuf>, PageRef)>> {
+    fn page(&self, id: &PageId) -> Result<Option<(SharedPage, PageRef)>> {
         let Some(payload) = btree::get(&self.db.pager, self.version.pt_root, &id.table_key())?
         else {
             return Ok(None);
@@ -858,13 +882,15 @@ impl TrieSource for Snapshot<'_> {
 
     fn scan(
         &self,
+        cursor: &mut btree::Cursor,
         lo: &Key,
         hi: &Key,
         f: &mut dyn FnMut(&Key, LeafValue) -> Result<bool>,
     ) -> Result<()> {
-        btree::range(
+        btree::range_with(
             &self.db.pager,
             self.version.flat_root,
+            cursor,
             lo,
             hi,
             &mut |k, payload| {

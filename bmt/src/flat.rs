@@ -22,7 +22,9 @@
 
 use bmt_core::{Hash, LeafValue, MAX_EMBEDDED_VALUE, ValueHasher};
 
-use crate::page::{HEADER_SIZE, PAGE_SIZE, PageKind, write_header};
+use crate::page::{
+    Extent, HEADER_SIZE, PAGE_SIZE, PageKind, extent_bytes_mut, write_header, zeroed_extent,
+};
 
 /// Longest value kept inside a B+tree leaf.
 pub const INLINE_MAX: usize = 1024;
@@ -158,14 +160,13 @@ pub fn extent_pages(len: usize) -> u64 {
     (HEADER_SIZE + len).div_ceil(PAGE_SIZE) as u64
 }
 
-/// Builds the bytes of an overflow extent for `value` at page `pgno`; returns them and the
-/// checksum.
-pub fn build_extent(value: &[u8], seq: u64, pgno: u64) -> (Vec<u8>, u32) {
-    let pages = extent_pages(value.len()) as usize;
-    let mut buf = vec![0u8; pages * PAGE_SIZE];
+/// Builds an overflow extent for `value` at page `pgno`; returns it and its checksum.
+pub fn build_extent(value: &[u8], seq: u64, pgno: u64) -> (Extent, u32) {
+    let mut extent = zeroed_extent(extent_pages(value.len()) as usize);
+    let buf = extent_bytes_mut(&mut extent);
     buf[HEADER_SIZE..HEADER_SIZE + value.len()].copy_from_slice(value);
-    let crc = write_header(&mut buf, PageKind::Overflow, value.len() as u32, seq, pgno);
-    (buf, crc)
+    let crc = write_header(buf, PageKind::Overflow, value.len() as u32, seq, pgno);
+    (extent, crc)
 }
 
 /// The value inside an extent read from disk (already checked against its checksum).

@@ -50,7 +50,7 @@ impl Options {
             elide_below: DEFAULT_ELIDE_BELOW,
             max_value_size: MAX_VALUE_LEN,
             value_hasher: Arc::new(Blake2bValueHasher),
-            storage: Arc::new(FileStorage),
+            storage: Arc::new(FileStorage::default()),
         }
     }
 

@@ -64,8 +64,31 @@ impl PageKind {
 
 /// A page-aligned 4 KiB buffer (aligned so that it can be used for direct I/O).
 #[repr(C, align(4096))]
-#[derive(Clone)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct PageBuf(pub [u8; PAGE_SIZE]);
+
+/// A page shared between the cache and its readers. The page is boxed apart from the
+/// reference counts: an `Arc<PageBuf>` would put the counts in front of a 4096-aligned page
+/// and take 8 KiB for every 4 KiB page.
+pub type SharedPage = std::sync::Arc<Box<PageBuf>>;
+
+/// A run of pages in one aligned buffer: an overflow extent.
+pub type Extent = Vec<PageBuf>;
+
+/// The bytes of an extent.
+pub fn extent_bytes(extent: &[PageBuf]) -> &[u8] {
+    bytemuck::cast_slice(extent)
+}
+
+/// The bytes of an extent, mutably.
+pub fn extent_bytes_mut(extent: &mut [PageBuf]) -> &mut [u8] {
+    bytemuck::cast_slice_mut(extent)
+}
+
+/// A zeroed extent of `pages` pages.
+pub fn zeroed_extent(pages: usize) -> Extent {
+    vec![PageBuf([0; PAGE_SIZE]); pages]
+}
 
 impl fmt::Debug for PageBuf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -8,10 +8,16 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+
+use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
 use crate::io::StorageFile;
-use crate::page::{self, PAGE_SIZE, PageBuf, PageKind, PageRef};
+use crate::page::{
+    self, Extent, PAGE_SIZE, PageBuf, PageKind, PageRef, SharedPage, extent_bytes,
+    extent_bytes_mut, zeroed_extent,
+};
 
 /// Counters of the I/O done through a pager.
 #[derive(Debug, Default)]
@@ -33,8 +39,9 @@ pub struct IoCounters {
 pub struct Pager {
     file: Arc<dyn StorageFile>,
     path: PathBuf,
-    cache: quick_cache::sync::Cache<u64, Arc<PageBuf>>,
+    cache: quick_cache::sync::Cache<u64, SharedPage>,
     poisoned: Arc<AtomicBool>,
+    io: IoThreads,
     /// I/O counters.
     pub counters: IoCounters,
 }
@@ -53,6 +60,7 @@ impl Pager {
             path: path.to_path_buf(),
             cache: quick_cache::sync::Cache::new(items),
             poisoned,
+            io: IoThreads::start(IO_THREADS),
             counters: IoCounters::default(),
         }
     }
@@ -95,7 +103,7 @@ impl Pager {
         r: PageRef,
         kind: PageKind,
         validate: impl Fn(&PageBuf) -> Result<(), String>,
-    ) -> Result<Arc<PageBuf>> {
+    ) -> Result<SharedPage> {
         if let Some(page) = self.cache.get(&r.pgno) {
             self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
             if page.stored_crc() == r.crc && page.bytes()[4] == kind as u8 {
@@ -110,7 +118,7 @@ impl Pager {
         self.counters.cache_misses.fetch_add(1, Ordering::Relaxed);
         let page = self.read_uncached(r.pgno, kind, Some(r.crc))?;
         validate(&page).map_err(|e| self.corrupted(r.pgno, format!("{kind:?} page: {e}")))?;
-        let page: Arc<PageBuf> = Arc::from(page);
+        let page: SharedPage = Arc::new(page);
         self.cache.insert(r.pgno, page.clone());
         Ok(page)
     }
@@ -123,7 +131,7 @@ impl Pager {
         a: PageKind,
         b: PageKind,
         validate: impl Fn(PageKind, &PageBuf) -> Result<(), String>,
-    ) -> Result<Arc<PageBuf>> {
+    ) -> Result<SharedPage> {
         if let Some(page) = self.cache.get(&r.pgno) {
             self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
             let k = page.bytes()[4];
@@ -148,7 +156,7 @@ impl Pager {
         page::verify(page.bytes(), kind, r.pgno, Some(r.crc))
             .map_err(|e| self.corrupted(r.pgno, format!("{kind:?} page: {e}")))?;
         validate(kind, &page).map_err(|e| self.corrupted(r.pgno, format!("{kind:?} page: {e}")))?;
-        let page: Arc<PageBuf> = Arc::from(page);
+        let page: SharedPage = Arc::new(page);
         self.cache.insert(r.pgno, page.clone());
         Ok(page)
     }
@@ -189,22 +197,23 @@ impl Pager {
         pages: u64,
         kind: PageKind,
         expected_crc: u32,
-    ) -> Result<Vec<u8>> {
+    ) -> Result<Extent> {
         self.check_poisoned()?;
-        let len = pages
-            .checked_mul(PAGE_SIZE as u64)
-            .and_then(|l| usize::try_from(l).ok())
+        let n = usize::try_from(pages)
+            .ok()
+            .filter(|n| n.checked_mul(PAGE_SIZE).is_some())
             .ok_or_else(|| self.corrupted(pgno, "extent length overflows"))?;
-        let mut buf = vec![0u8; len];
+        let mut extent = zeroed_extent(n);
+        let buf = extent_bytes_mut(&mut extent);
         self.file
-            .read_exact_at(&mut buf, pgno * PAGE_SIZE as u64)
+            .read_exact_at(buf, pgno * PAGE_SIZE as u64)
             .map_err(|e| self.read_error(pgno, e))?;
         self.counters
             .bytes_read
-            .fetch_add(len as u64, Ordering::Relaxed);
-        page::verify(&buf, kind, pgno, Some(expected_crc))
+            .fetch_add((n * PAGE_SIZE) as u64, Ordering::Relaxed);
+        page::verify(buf, kind, pgno, Some(expected_crc))
             .map_err(|e| self.corrupted(pgno, format!("{kind:?} extent: {e}")))?;
-        Ok(buf)
+        Ok(extent)
     }
 
     /// A read past the end of the file is corruption (a reference to a page never written),
@@ -217,59 +226,87 @@ impl Pager {
         }
     }
 
-    /// Writes sealed pages (any order), coalescing runs of consecutive pages, and puts them in
-    /// the cache.
-    pub fn write_pages(&self, mut pages: Vec<(u64, Arc<PageBuf>)>) -> Result<()> {
-        self.check_poisoned()?;
+    /// Starts writing sealed pages (any order) on the I/O threads, runs of consecutive pages
+    /// in one vectored write each, and puts them in the cache. [`Pager::wait`] on `batch`
+    /// waits for them.
+    pub fn submit_pages(&self, mut pages: Vec<(u64, SharedPage)>, batch: &Arc<WriteBatch>) {
         pages.sort_unstable_by_key(|(pgno, _)| *pgno);
         const MAX_RUN: usize = 256;
-        let mut i = 0;
-        let mut buf: Vec<u8> = Vec::new();
-        while i < pages.len() {
-            let mut j = i + 1;
-            while j < pages.len() && j - i < MAX_RUN && pages[j].0 == pages[j - 1].0 + 1 {
-                j += 1;
-            }
-            let offset = pages[i].0 * PAGE_SIZE as u64;
-            if j - i == 1 {
-                self.file
-                    .write_all_at(pages[i].1.bytes(), offset)
-                    .map_err(|e| self.io_error(e))?;
-            } else {
-                buf.clear();
-                for (_, p) in &pages[i..j] {
-                    buf.extend_from_slice(p.bytes());
-                }
-                self.file
-                    .write_all_at(&buf, offset)
-                    .map_err(|e| self.io_error(e))?;
-            }
-            self.counters
-                .bytes_written
-                .fetch_add(((j - i) * PAGE_SIZE) as u64, Ordering::Relaxed);
-            i = j;
+        for (pgno, page) in &pages {
+            self.cache.insert(*pgno, page.clone());
         }
+        let mut run: Vec<SharedPage> = Vec::new();
+        let mut start = 0u64;
         for (pgno, page) in pages {
-            self.cache.insert(pgno, page);
+            if !run.is_empty() && (pgno != start + run.len() as u64 || run.len() == MAX_RUN) {
+                self.submit(start, Payload::Pages(std::mem::take(&mut run)), batch);
+            }
+            if run.is_empty() {
+                start = pgno;
+            }
+            run.push(page);
         }
-        Ok(())
+        if !run.is_empty() {
+            self.submit(start, Payload::Pages(run), batch);
+        }
     }
 
-    /// Writes raw bytes (an extent) at page `pgno`.
-    pub fn write_extent(&self, pgno: u64, bytes: &[u8]) -> Result<()> {
+    /// Starts writing an extent at page `pgno` on the I/O threads.
+    pub fn submit_extent(&self, pgno: u64, extent: Arc<Extent>, batch: &Arc<WriteBatch>) {
+        self.submit(pgno, Payload::Extent(extent), batch);
+    }
+
+    fn submit(&self, pgno: u64, payload: Payload, batch: &Arc<WriteBatch>) {
+        let bytes = match &payload {
+            Payload::Pages(p) => p.len() * PAGE_SIZE,
+            Payload::Extent(e) => e.len() * PAGE_SIZE,
+        };
+        self.counters
+            .bytes_written
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        batch.state.lock().0 += 1;
+        let job = Job {
+            file: self.file.clone(),
+            offset: pgno * PAGE_SIZE as u64,
+            payload,
+            batch: batch.clone(),
+        };
+        if let Err(returned) = self.io.sender.send(job) {
+            // The I/O threads are gone (they never stop while the pager lives): do it here.
+            returned.0.run();
+        }
+    }
+
+    /// Waits for every write of `batch`; the first failure poisons the handle.
+    pub fn wait(&self, batch: &Arc<WriteBatch>) -> Result<()> {
+        let mut state = batch.state.lock();
+        while state.0 > 0 {
+            batch.done.wait(&mut state);
+        }
+        match state.1.take() {
+            Some(e) => Err(self.io_error(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes sealed pages and waits for them.
+    pub fn write_pages(&self, pages: Vec<(u64, SharedPage)>) -> Result<()> {
+        self.check_poisoned()?;
+        let batch = WriteBatch::new();
+        self.submit_pages(pages, &batch);
+        self.wait(&batch)
+    }
+
+    /// Writes one page outside the cache (meta slots), and waits for it.
+    pub fn write_uncached(&self, pgno: u64, page: &PageBuf) -> Result<()> {
         self.check_poisoned()?;
         self.file
-            .write_all_at(bytes, pgno * PAGE_SIZE as u64)
+            .write_all_at(page.bytes(), pgno * PAGE_SIZE as u64)
             .map_err(|e| self.io_error(e))?;
         self.counters
             .bytes_written
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            .fetch_add(PAGE_SIZE as u64, Ordering::Relaxed);
         Ok(())
-    }
-
-    /// Writes one page outside the cache (meta slots).
-    pub fn write_uncached(&self, pgno: u64, page: &PageBuf) -> Result<()> {
-        self.write_extent(pgno, page.bytes())
     }
 
     /// Makes all writes so far durable.
@@ -287,5 +324,89 @@ impl Pager {
     /// Drops a page from the cache (when it is freed).
     pub fn forget(&self, pgno: u64) {
         self.cache.remove(&pgno);
+    }
+}
+
+/// Threads that carry out writes, so that a commit's pages go to the device while it goes on
+/// computing, and many writes are in flight at once (direct I/O writes block until the
+/// device has them).
+const IO_THREADS: usize = 32;
+
+/// A group of writes to wait for together.
+#[derive(Debug, Default)]
+pub struct WriteBatch {
+    /// Writes not finished, and the first error.
+    state: Mutex<(usize, Option<std::io::Error>)>,
+    done: Condvar,
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> Arc<WriteBatch> {
+        Arc::new(WriteBatch::default())
+    }
+}
+
+#[derive(Debug)]
+enum Payload {
+    Pages(Vec<SharedPage>),
+    Extent(Arc<Extent>),
+}
+
+#[derive(Debug)]
+struct Job {
+    file: Arc<dyn StorageFile>,
+    offset: u64,
+    payload: Payload,
+    batch: Arc<WriteBatch>,
+}
+
+impl Job {
+    fn run(self) {
+        let result = match &self.payload {
+            Payload::Pages(pages) => {
+                let bufs: Vec<&[u8]> = pages.iter().map(|p| &p.bytes()[..]).collect();
+                self.file.write_vectored_at(&bufs, self.offset)
+            }
+            Payload::Extent(extent) => self.file.write_all_at(extent_bytes(extent), self.offset),
+        };
+        let mut state = self.batch.state.lock();
+        state.0 -= 1;
+        if let Err(e) = result
+            && state.1.is_none()
+        {
+            state.1 = Some(e);
+        }
+        if state.0 == 0 {
+            self.batch.done.notify_all();
+        }
+    }
+}
+
+#[derive(Debug)]
+struct IoThreads {
+    sender: mpsc::Sender<Job>,
+}
+
+impl IoThreads {
+    fn start(n: usize) -> Self {
+        let (sender, receiver) = mpsc::channel::<Job>();
+        let receiver = Arc::new(Mutex::new(receiver));
+        for i in 0..n {
+            let receiver = receiver.clone();
+            // The threads end when the sender (the pager) is dropped.
+            let _ = std::thread::Builder::new()
+                .name(format!("bmt-io-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = receiver.lock().recv();
+                        match job {
+                            Ok(job) => job.run(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+        }
+        IoThreads { sender }
     }
 }

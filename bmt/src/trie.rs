@@ -46,15 +46,15 @@
 //! count falls below `T` are dropped with everything under them.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use bmt_core::{
     Hash, KEY_BITS, Key, LeafNode, LeafValue, MerkleProof, ProofError, RootBuilder, Terminal,
     hash_branch,
 };
 
+use crate::btree::Cursor;
 use crate::error::{Error, Result};
-use crate::page::{HEADER_SIZE, PAGE_SIZE, PageBuf, PageRef};
+use crate::page::{HEADER_SIZE, PAGE_SIZE, PageBuf, PageRef, SharedPage};
 
 /// Levels per page.
 pub const PAGE_LEVELS: usize = 6;
@@ -79,8 +79,7 @@ pub struct PageId {
 
 impl PageId {
     /// The top page.
-    #[cfg(test)]
-    fn root() -> Self {
+    fn root_page() -> Self {
         PageId {
             path: Key::default(),
             layer: 0,
@@ -277,14 +276,15 @@ pub fn validate_page(page: &PageBuf) -> Result<(), String> {
 }
 
 /// The committed state a trie operation reads: stored trie pages and the flat store.
-pub trait TrieSource {
+pub trait TrieSource: Sync {
     /// The stored page `id` and its reference, or `None` if not stored.
-    fn page(&self, id: &PageId) -> Result<Option<(Arc<PageBuf>, PageRef)>>;
+    fn page(&self, id: &PageId) -> Result<Option<(SharedPage, PageRef)>>;
 
     /// Calls `f` with every key in `lo..=hi` and what its leaf holds, in order, until `f`
-    /// returns false.
+    /// returns false. `cursor` carries the position between scans of one walk.
     fn scan(
         &self,
+        cursor: &mut Cursor,
         lo: &Key,
         hi: &Key,
         f: &mut dyn FnMut(&Key, LeafValue) -> Result<bool>,
@@ -294,12 +294,17 @@ pub trait TrieSource {
     fn inconsistent(&self, what: String) -> Error;
 }
 
-/// Keys under the position (`key`, `depth`) with their leaf hashes.
-fn scan_leaves(src: &dyn TrieSource, key: &Key, depth: usize) -> Result<Vec<(Key, LeafValue)>> {
+/// Keys under the position (`key`, `depth`) with what their leaves hold.
+fn scan_leaves(
+    src: &dyn TrieSource,
+    cursor: &mut Cursor,
+    key: &Key,
+    depth: usize,
+) -> Result<Vec<(Key, LeafValue)>> {
     let lo = key.prefix(depth);
     let hi = key.prefix_end(depth);
     let mut out = Vec::new();
-    src.scan(&lo, &hi, &mut |k, v| {
+    src.scan(cursor, &lo, &hi, &mut |k, v| {
         out.push((*k, v));
         Ok(true)
     })?;
@@ -354,10 +359,16 @@ pub struct TrieDelta {
 /// One batch of changes being applied to the trie.
 pub struct Update<'a> {
     src: &'a dyn TrieSource,
+    cursor: Cursor,
     threshold: u64,
     touched: HashMap<PageId, Touched>,
     root_stored: bool,
+    /// New nodes at depth 6 computed beforehand (in parallel), by the top 6 key bits.
+    precomputed: HashMap<usize, NodeKind>,
 }
+
+/// Batches at least this large update the 64 subtries below the top page in parallel.
+const PARALLEL_MIN_CHANGES: usize = 256;
 
 impl<'a> Update<'a> {
     /// Applies `changes` (sorted, distinct keys, effective) to the trie with root `root` and
@@ -369,12 +380,24 @@ impl<'a> Update<'a> {
         key_count: u64,
         changes: &[TrieChange],
     ) -> Result<TrieDelta> {
-        let mut up = Update {
+        let root_stored = key_count >= threshold as u64;
+        let new_update = |touched, precomputed| Update {
             src,
+            cursor: Cursor::new(),
             threshold: threshold as u64,
-            touched: HashMap::new(),
-            root_stored: key_count >= threshold as u64,
+            touched,
+            root_stored,
+            precomputed,
         };
+        let (touched, precomputed) = if root_stored
+            && matches!(root, NodeKind::Branch(_))
+            && changes.len() >= PARALLEL_MIN_CHANGES
+        {
+            Self::below_top_page(src, changes, &new_update)?
+        } else {
+            (HashMap::new(), HashMap::new())
+        };
+        let mut up = new_update(touched, precomputed);
         let new_root = up.update(Key::default(), 0, root, changes)?;
         let pages = up
             .touched
@@ -388,6 +411,49 @@ impl<'a> Update<'a> {
             root: new_root,
             pages,
         })
+    }
+
+    /// Updates, in parallel, each subtrie below the top page whose top (at depth 6) is a
+    /// branch with changes under it; returns the pages they touched and their new tops.
+    #[allow(clippy::type_complexity)]
+    fn below_top_page(
+        src: &'a dyn TrieSource,
+        changes: &[TrieChange],
+        new_update: &(
+             dyn Fn(HashMap<PageId, Touched>, HashMap<usize, NodeKind>) -> Update<'a> + Sync
+         ),
+    ) -> Result<(HashMap<PageId, Touched>, HashMap<usize, NodeKind>)> {
+        use rayon::prelude::*;
+        let Some((top, _)) = src.page(&PageId::root_page())? else {
+            return Err(src.inconsistent("the top trie page is missing".into()));
+        };
+        let mut groups = Vec::new();
+        let mut start = 0;
+        while start < changes.len() {
+            let j = changes[start].key.0[0] as usize >> 2;
+            let end = start + changes[start..].partition_point(|c| (c.key.0[0] as usize >> 2) == j);
+            if let old @ NodeKind::Branch(_) = raw_node(&top, 62 + j) {
+                groups.push((j, old, start..end));
+            }
+            start = end;
+        }
+        let results: Vec<Result<(usize, NodeKind, HashMap<PageId, Touched>)>> = groups
+            .into_par_iter()
+            .map(|(j, old, range)| {
+                let mut up = new_update(HashMap::new(), HashMap::new());
+                let key = Key::default().with_prefix_bits(j as u8, PAGE_LEVELS);
+                let node = up.update(key, PAGE_LEVELS, old, &changes[range])?;
+                Ok((j, node, up.touched))
+            })
+            .collect();
+        let mut touched = HashMap::new();
+        let mut precomputed = HashMap::new();
+        for r in results {
+            let (j, node, t) = r?;
+            touched.extend(t);
+            precomputed.insert(j, node);
+        }
+        Ok((touched, precomputed))
     }
 
     /// Whether the page below position (`key`, `depth`) is stored in the old trie.
@@ -477,6 +543,11 @@ impl<'a> Update<'a> {
         if changes.is_empty() {
             return Ok(old);
         }
+        if depth == PAGE_LEVELS
+            && let Some(node) = self.precomputed.get(&(key.0[0] as usize >> 2))
+        {
+            return Ok(*node);
+        }
         if depth.is_multiple_of(PAGE_LEVELS) && matches!(old, NodeKind::Branch(_)) {
             let id = PageId::below(&key, depth);
             if !self.old_stored(&key, depth)? {
@@ -503,7 +574,7 @@ impl<'a> Update<'a> {
                 self.build(&key, depth, &leaves)
             }
             NodeKind::Leaf(h) => {
-                let existing = scan_leaves(self.src, &key, depth)?;
+                let existing = scan_leaves(self.src, &mut self.cursor, &key, depth)?;
                 let [(k, _)] = existing[..] else {
                     return Err(self.src.inconsistent(format!(
                         "a trie leaf at depth {depth} covers {} keys",
@@ -546,12 +617,12 @@ impl<'a> Update<'a> {
 
     /// The keys under a position after the changes, with leaf hashes.
     fn merged_leaves(
-        &self,
+        &mut self,
         key: &Key,
         depth: usize,
         changes: &[TrieChange],
     ) -> Result<Vec<(Key, Hash)>> {
-        let old: Vec<(Key, Hash)> = scan_leaves(self.src, key, depth)?
+        let old: Vec<(Key, Hash)> = scan_leaves(self.src, &mut self.cursor, key, depth)?
             .into_iter()
             .map(|(k, v)| (k, LeafNode { key: k, value: v }.hash()))
             .collect();
@@ -645,16 +716,17 @@ pub fn prove(
     key: &Key,
 ) -> Result<MerkleProof> {
     let mut siblings = Vec::new();
+    let mut cursor = Cursor::new();
     let mut node = root;
     let mut depth = 0usize;
     // The page holding the children of the current node, when stored.
     let mut stored = key_count >= threshold as u64;
-    let mut page: Option<Arc<PageBuf>> = None;
+    let mut page: Option<SharedPage> = None;
     let terminal = loop {
         match node {
             NodeKind::Empty => break Terminal::Empty,
             NodeKind::Leaf(_) => {
-                let found = scan_leaves(src, key, depth)?;
+                let found = scan_leaves(src, &mut cursor, key, depth)?;
                 let [(k, value)] = found[..] else {
                     return Err(src.inconsistent(format!(
                         "a trie leaf at depth {depth} covers {} keys",
@@ -672,10 +744,11 @@ pub fn prove(
         if depth.is_multiple_of(PAGE_LEVELS) {
             if !stored {
                 // Elided: finish the path from the keys below.
-                let leaves: Vec<(Key, Hash, LeafValue)> = scan_leaves(src, key, depth)?
-                    .into_iter()
-                    .map(|(k, v)| (k, LeafNode { key: k, value: v }.hash(), v))
-                    .collect();
+                let leaves: Vec<(Key, Hash, LeafValue)> =
+                    scan_leaves(src, &mut cursor, key, depth)?
+                        .into_iter()
+                        .map(|(k, v)| (k, LeafNode { key: k, value: v }.hash(), v))
+                        .collect();
                 break finish_from_leaves(&leaves, key, depth, &mut siblings);
             }
             let id = PageId::below(key, depth);
@@ -756,7 +829,7 @@ mod tests {
         assert_eq!(node_index(&k, 6), 62);
         assert_eq!(node_index(&Key([0xFF; 31]), 6), 125);
         assert_eq!(node_index(&Key([0xFF; 31]), 7), 1);
-        assert_eq!(PageId::holding(&k, 6), PageId::root());
+        assert_eq!(PageId::holding(&k, 6), PageId::root_page());
         assert_eq!(PageId::holding(&k, 7).layer, 1);
         assert_eq!(PageId::holding(&k, 248).layer, 41);
         assert_eq!(node_index(&Key([0xFF; 31]), 248), (1 << 2) - 2 + 3);
@@ -767,7 +840,7 @@ mod tests {
         let k = Key([0xAB; 31]);
         let a = PageId::below(&k, 6).table_key();
         let b = PageId::below(&k, 12).table_key();
-        let c = PageId::root().table_key();
+        let c = PageId::root_page().table_key();
         assert_ne!(a, b);
         assert_ne!(a, c);
         assert!(PageId::below(&k, 246).table_key().bit(246));

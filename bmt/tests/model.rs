@@ -160,3 +160,52 @@ fn many_keys_many_commits() {
     }
     run(batches, [0; 31], 20, 4);
 }
+
+#[test]
+fn parallel_subtries_that_collapse() {
+    // 3,000 keys over the whole key space, then one batch deletes every key under the first
+    // 6-bit prefix but one, and every key under the second: subtries below the top page turn
+    // into a single leaf and into nothing, in a batch large enough to be updated in parallel.
+    let mut x = 99u64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut keys = Vec::new();
+    for i in 0..3000u64 {
+        let mut t = [0u8; 31];
+        for b in t.iter_mut() {
+            *b = next() as u8;
+        }
+        // A third of the keys under the prefixes 000000 and 000001.
+        if i % 3 == 0 {
+            t[0] &= 0x07;
+        }
+        keys.push(t);
+    }
+    let load: Vec<Op> = keys.iter().map(|t| Op::Put(0, *t, vec![1; 8])).collect();
+    let mut sorted: Vec<[u8; 31]> = keys.clone();
+    sorted.sort();
+    sorted.dedup();
+    let in_first: Vec<&[u8; 31]> = sorted.iter().filter(|t| t[0] >> 2 == 0).collect();
+    let in_second: Vec<&[u8; 31]> = sorted.iter().filter(|t| t[0] >> 2 == 1).collect();
+    assert!(in_first.len() > 300 && in_second.len() > 300);
+    let mut batch: Vec<Op> = in_first[1..]
+        .iter()
+        .map(|t| Op::DeleteRandom(0, **t))
+        .collect();
+    batch.extend(in_second.iter().map(|t| Op::DeleteRandom(0, **t)));
+    // Some unrelated updates elsewhere in the same batch.
+    batch.extend(
+        sorted
+            .iter()
+            .filter(|t| t[0] >> 2 > 1)
+            .take(50)
+            .map(|t| Op::Put(0, *t, vec![2; 40])),
+    );
+    for elide in [2, 20] {
+        run(vec![load.clone(), batch.clone()], [0; 31], elide, 0);
+    }
+}

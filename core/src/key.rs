@@ -89,6 +89,16 @@ impl Key {
         self
     }
 
+    /// The key with its first `bits` bits (at most 8) replaced by the low `bits` bits of
+    /// `value`, most significant first.
+    pub fn with_prefix_bits(mut self, value: u8, bits: usize) -> Self {
+        debug_assert!(bits <= 8);
+        for i in 0..bits {
+            self = self.with_bit(i, (value >> (bits - 1 - i)) & 1 == 1);
+        }
+        self
+    }
+
     /// The number of leading bits this key shares with `other` (248 if they are equal).
     #[inline]
     pub fn common_prefix_bits(&self, other: &Key) -> usize {
