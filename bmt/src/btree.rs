@@ -135,14 +135,16 @@ enum Node {
     Branch(SharedPage),
 }
 
+fn validate_node(kind: PageKind, p: &PageBuf) -> Result<(), String> {
+    if kind == PageKind::LeafNode {
+        validate_leaf(p)
+    } else {
+        validate_branch(p)
+    }
+}
+
 fn read_node(pager: &Pager, r: PageRef) -> Result<Node> {
-    let page = pager.read_either(r, PageKind::LeafNode, PageKind::BranchNode, |kind, p| {
-        if kind == PageKind::LeafNode {
-            validate_leaf(p)
-        } else {
-            validate_branch(p)
-        }
-    })?;
+    let page = pager.read_either(r, PageKind::LeafNode, PageKind::BranchNode, validate_node)?;
     Ok(if page.bytes()[4] == PageKind::LeafNode as u8 {
         Node::Leaf(page)
     } else {
@@ -205,13 +207,21 @@ fn branch_sep_owned(p: &PageBuf, i: usize) -> Key {
 }
 
 /// The child of a branch whose range holds `key`.
+/// Compares two keys: the first eight bytes as a number decide almost always, without a
+/// call to `memcmp`.
+#[inline]
+fn cmp_keys(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    let head = |k: &[u8]| u64::from_be_bytes(k[..8].try_into().expect("keys are 31 bytes"));
+    head(a).cmp(&head(b)).then_with(|| a[8..].cmp(&b[8..]))
+}
+
 fn branch_route(p: &PageBuf, key: &[u8]) -> usize {
     // Number of separators ≤ key.
     let n = branch_len(p);
     let (mut lo, mut hi) = (1usize, n);
     while lo < hi {
         let mid = (lo + hi) / 2;
-        if branch_sep(p, mid) <= key {
+        if cmp_keys(branch_sep(p, mid), key).is_le() {
             lo = mid + 1;
         } else {
             hi = mid;
@@ -225,7 +235,7 @@ fn leaf_search(p: &PageBuf, key: &[u8]) -> (usize, bool) {
     let (mut lo, mut hi) = (0usize, leaf_len(p));
     while lo < hi {
         let mid = (lo + hi) / 2;
-        match leaf_key(p, mid).cmp(key) {
+        match cmp_keys(leaf_key(p, mid), key) {
             std::cmp::Ordering::Less => lo = mid + 1,
             std::cmp::Ordering::Equal => return (mid, true),
             std::cmp::Ordering::Greater => hi = mid,
@@ -254,6 +264,47 @@ pub fn get(pager: &Pager, root: Option<PageRef>, key: &Key) -> Result<Option<Pay
             }
         }
     }
+}
+
+/// Reads into the cache, level by level and many pages at a time, every page on the paths
+/// of sorted `keys`.
+pub fn prefetch_paths(pager: &Pager, root: Option<PageRef>, keys: &[Key]) -> Result<()> {
+    let Some(root) = root else { return Ok(()) };
+    let mut level: Vec<(PageRef, std::ops::Range<usize>)> = vec![(root, 0..keys.len())];
+    while !level.is_empty() {
+        let refs: Vec<PageRef> = level.iter().map(|(r, _)| *r).collect();
+        pager.prefetch(
+            &refs,
+            (PageKind::LeafNode, PageKind::BranchNode),
+            validate_node,
+        );
+        let mut next = Vec::new();
+        for (r, range) in level {
+            let Node::Branch(p) = read_node(pager, r)? else {
+                continue;
+            };
+            let keys = &keys[range.clone()];
+            let n = branch_len(&p);
+            let mut c = 0;
+            for i in 0..n {
+                if c == keys.len() {
+                    break;
+                }
+                let end = if i + 1 < n {
+                    let sep = branch_sep(&p, i + 1);
+                    c + keys[c..].partition_point(|k| k.0.as_slice() < sep)
+                } else {
+                    keys.len()
+                };
+                if end > c {
+                    next.push((branch_child(&p, i), range.start + c..range.start + end));
+                }
+                c = end;
+            }
+        }
+        level = next;
+    }
+    Ok(())
 }
 
 /// The payloads stored under sorted, distinct `keys`, reading each page on their paths once.

@@ -459,6 +459,14 @@ impl Nomt {
         let mut payload_of: Vec<Option<usize>> = Vec::with_capacity(changes.len());
         let mut key_count = base.key_count as i64;
         let keys: Vec<Key> = changes.keys().copied().collect();
+        // Read what the commit will need ahead, many pages at a time: the flat store's leaves
+        // of the changed keys, and the trie pages on their paths.
+        let (flat_ahead, trie_ahead) = rayon::join(
+            || btree::prefetch_paths(&self.pager, base.flat_root, &keys),
+            || self.prefetch_trie(&base, &keys),
+        );
+        flat_ahead?;
+        trie_ahead?;
         let (left, right) = keys.split_at(keys.len() / 2);
         let (olds, rest) = rayon::join(
             || btree::get_many(&self.pager, base.flat_root, left),
@@ -551,6 +559,7 @@ impl Nomt {
 
         // The trie along the changed paths and the flat store, side by side: both read only
         // the committed state.
+        // The flat store's new pages are written as soon as they have page numbers.
         let (delta, flat) = rayon::join(
             || {
                 trie::Update::run(
@@ -561,19 +570,21 @@ impl Nomt {
                     &trie_changes,
                 )
             },
-            || btree::update(&self.pager, base.flat_root, &flat_changes),
+            || -> Result<(Option<PageRef>, Vec<u64>, u64)> {
+                let flat = btree::update(&self.pager, base.flat_root, &flat_changes)?;
+                let mut pages = Vec::new();
+                let root = btree::write(flat.root, seq, &mut || alloc_run(1), &mut pages);
+                let written = pages.len() as u64;
+                self.pager.submit_pages(pages, &writes);
+                Ok((root, flat.freed, written))
+            },
         );
-        let (delta, flat) = (delta?, flat?);
+        let (delta, (flat_root, flat_freed, flat_written)) = (delta?, flat?);
         let new_root = delta.root.hash();
-        lap(&mut stats.trie);
-
-        // The flat store's new pages: their writes start now.
-        freed.extend(flat.freed.iter().map(|p| (*p, 1)));
+        freed.extend(flat_freed.iter().map(|p| (*p, 1)));
+        stats.pages_written += flat_written;
         let mut alloc_one = || alloc_run(1);
-        let flat_root = btree::write(flat.root, seq, &mut alloc_one, &mut out_pages);
-        stats.pages_written += out_pages.len() as u64;
-        self.pager
-            .submit_pages(std::mem::take(&mut out_pages), &writes);
+        lap(&mut stats.trie);
 
         // Trie pages, then the page table that finds them.
         let mut table_changes: Vec<(Key, Option<[u8; PAGE_REF_SIZE]>)> = Vec::new();
@@ -656,6 +667,34 @@ impl Nomt {
             root: new_root,
             seq,
         })
+    }
+
+    /// Reads ahead the stored trie pages on the paths of sorted `keys`, a layer at a time.
+    fn prefetch_trie(&self, version: &Version, keys: &[Key]) -> Result<()> {
+        let mut keys: Vec<Key> = keys.to_vec();
+        for layer in 0..=trie::MAX_LAYER {
+            if keys.is_empty() {
+                break;
+            }
+            let ids = trie::page_ids_at(&keys, layer);
+            let table_keys: Vec<Key> = ids.iter().map(|(id, _)| id.table_key()).collect();
+            btree::prefetch_paths(&self.pager, version.pt_root, &table_keys)?;
+            let found = btree::get_many(&self.pager, version.pt_root, &table_keys)?;
+            let mut refs = Vec::new();
+            let mut below = Vec::new();
+            for ((_, range), payload) in ids.iter().zip(found) {
+                if let Some(r) = payload.and_then(|p| PageRef::decode(p.bytes())) {
+                    refs.push(r);
+                    below.extend_from_slice(&keys[range.clone()]);
+                }
+            }
+            self.pager
+                .prefetch(&refs, (PageKind::Trie, PageKind::Trie), |_, p| {
+                    trie::validate_page(p)
+                });
+            keys = below;
+        }
+        Ok(())
     }
 
     /// Makes `version` the durable state: writes its free list (every page `version` does

@@ -87,7 +87,7 @@ pub fn extent_bytes_mut(extent: &mut [PageBuf]) -> &mut [u8] {
 
 /// A zeroed extent of `pages` pages.
 pub fn zeroed_extent(pages: usize) -> Extent {
-    vec![PageBuf([0; PAGE_SIZE]); pages]
+    bytemuck::zeroed_vec(pages)
 }
 
 impl fmt::Debug for PageBuf {
@@ -99,7 +99,7 @@ impl fmt::Debug for PageBuf {
 impl PageBuf {
     /// A zeroed page.
     pub fn zeroed() -> Box<PageBuf> {
-        Box::new(PageBuf([0; PAGE_SIZE]))
+        bytemuck::zeroed_box()
     }
 
     /// The page bytes.

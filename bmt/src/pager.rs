@@ -32,6 +32,8 @@ pub struct IoCounters {
     pub cache_misses: AtomicU64,
     /// `fdatasync` calls.
     pub syncs: AtomicU64,
+    /// Pages read ahead by [`Pager::prefetch`].
+    pub prefetched: AtomicU64,
 }
 
 /// The data file with its page cache.
@@ -39,7 +41,7 @@ pub struct IoCounters {
 pub struct Pager {
     file: Arc<dyn StorageFile>,
     path: PathBuf,
-    cache: quick_cache::sync::Cache<u64, SharedPage>,
+    cache: Arc<quick_cache::sync::Cache<u64, SharedPage>>,
     poisoned: Arc<AtomicBool>,
     io: IoThreads,
     /// I/O counters.
@@ -58,7 +60,7 @@ impl Pager {
         Pager {
             file,
             path: path.to_path_buf(),
-            cache: quick_cache::sync::Cache::new(items),
+            cache: Arc::new(quick_cache::sync::Cache::new(items)),
             poisoned,
             io: IoThreads::start(IO_THREADS),
             counters: IoCounters::default(),
@@ -260,6 +262,7 @@ impl Pager {
         let bytes = match &payload {
             Payload::Pages(p) => p.len() * PAGE_SIZE,
             Payload::Extent(e) => e.len() * PAGE_SIZE,
+            Payload::Read(_) => 0,
         };
         self.counters
             .bytes_written
@@ -274,6 +277,57 @@ impl Pager {
         if let Err(returned) = self.io.sender.send(job) {
             // The I/O threads are gone (they never stop while the pager lives): do it here.
             returned.0.run();
+        }
+    }
+
+    /// Reads, many at once on the I/O threads, the pages of `refs` that are not in the cache,
+    /// and puts those that pass their checks (of `kind`, and `validate`) in the cache. A page
+    /// that fails is left out, for the normal read to report. At most half the cache is
+    /// filled this way, so that prefetched pages are not evicted before they are used.
+    pub fn prefetch(
+        &self,
+        refs: &[PageRef],
+        kinds: (PageKind, PageKind),
+        validate: fn(PageKind, &PageBuf) -> Result<(), String>,
+    ) {
+        let budget = (self.cache.capacity() / 2) as usize;
+        let mut missing: Vec<PageRef> = refs
+            .iter()
+            .filter(|r| self.cache.peek(&r.pgno).is_none())
+            .copied()
+            .collect();
+        missing.sort_unstable_by_key(|r| r.pgno);
+        missing.dedup_by_key(|r| r.pgno);
+        missing.truncate(budget);
+        if missing.is_empty() {
+            return;
+        }
+        let batch = WriteBatch::new();
+        const PER_JOB: usize = 8;
+        for chunk in missing.chunks(PER_JOB) {
+            batch.state.lock().0 += 1;
+            let job = Job {
+                file: self.file.clone(),
+                offset: 0,
+                payload: Payload::Read(Read {
+                    refs: chunk.to_vec(),
+                    kinds,
+                    validate,
+                    cache: self.cache.clone(),
+                }),
+                batch: batch.clone(),
+            };
+            if let Err(returned) = self.io.sender.send(job) {
+                returned.0.run();
+            }
+        }
+        self.counters
+            .prefetched
+            .fetch_add(missing.len() as u64, Ordering::Relaxed);
+        // Read errors are not reported here: the reads that need the pages will meet them.
+        let mut state = batch.state.lock();
+        while state.0 > 0 {
+            batch.done.wait(&mut state);
         }
     }
 
@@ -327,10 +381,11 @@ impl Pager {
     }
 }
 
-/// Threads that carry out writes, so that a commit's pages go to the device while it goes on
-/// computing, and many writes are in flight at once (direct I/O writes block until the
-/// device has them).
-const IO_THREADS: usize = 32;
+/// Threads that carry out reads ahead and writes, so that a commit's pages go to the device
+/// while it goes on computing, and many reads and writes are in flight at once (direct I/O
+/// blocks until the device has answered: random 4 KiB reads reach about 14,000 per second one
+/// at a time and about 100,000 per second 64 at a time here).
+const IO_THREADS: usize = 64;
 
 /// A group of writes to wait for together.
 #[derive(Debug, Default)]
@@ -351,6 +406,38 @@ impl WriteBatch {
 enum Payload {
     Pages(Vec<SharedPage>),
     Extent(Arc<Extent>),
+    Read(Read),
+}
+
+/// Pages to read ahead into the cache.
+struct Read {
+    refs: Vec<PageRef>,
+    kinds: (PageKind, PageKind),
+    validate: fn(PageKind, &PageBuf) -> Result<(), String>,
+    cache: Arc<quick_cache::sync::Cache<u64, SharedPage>>,
+}
+
+impl std::fmt::Debug for Read {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Read({} pages)", self.refs.len())
+    }
+}
+
+impl Read {
+    fn run(&self, file: &dyn StorageFile) -> std::io::Result<()> {
+        for r in &self.refs {
+            let mut page = PageBuf::zeroed();
+            file.read_exact_at(page.bytes_mut(), r.pgno * PAGE_SIZE as u64)?;
+            let (a, b) = self.kinds;
+            let kind = if page.bytes()[4] == b as u8 { b } else { a };
+            if page::verify(page.bytes(), kind, r.pgno, Some(r.crc)).is_ok()
+                && (self.validate)(kind, &page).is_ok()
+            {
+                self.cache.insert(r.pgno, Arc::new(page));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug)]
@@ -369,6 +456,7 @@ impl Job {
                 self.file.write_vectored_at(&bufs, self.offset)
             }
             Payload::Extent(extent) => self.file.write_all_at(extent_bytes(extent), self.offset),
+            Payload::Read(read) => read.run(&*self.file),
         };
         let mut state = self.batch.state.lock();
         state.0 -= 1;

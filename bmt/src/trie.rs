@@ -60,6 +60,8 @@ use crate::page::{HEADER_SIZE, PAGE_SIZE, PageBuf, PageRef, SharedPage};
 pub const PAGE_LEVELS: usize = 6;
 /// Nodes per page.
 pub const PAGE_NODES: usize = 126;
+/// The deepest layer of pages (depths 247 and 248).
+pub const MAX_LAYER: usize = (KEY_BITS - 1) / PAGE_LEVELS;
 const LEAF_BITS_AT: usize = HEADER_SIZE + PAGE_NODES * 32;
 const STORED_AT: usize = LEAF_BITS_AT + 16;
 const COUNT_AT: usize = STORED_AT + 8;
@@ -109,6 +111,20 @@ impl PageId {
     pub fn table_key(&self) -> Key {
         self.path.with_bit(self.top_depth(), true)
     }
+}
+
+/// The page ids on the paths of sorted `keys` at `layer`, in page-table key order, each once,
+/// with the range of keys under each.
+pub fn page_ids_at(keys: &[Key], layer: usize) -> Vec<(PageId, std::ops::Range<usize>)> {
+    let mut out: Vec<(PageId, std::ops::Range<usize>)> = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        let id = PageId::below(k, layer * PAGE_LEVELS);
+        match out.last_mut() {
+            Some((last, range)) if *last == id => range.end = i + 1,
+            _ => out.push((id, i..i + 1)),
+        }
+    }
+    out
 }
 
 /// The index of the node at `depth` on `key`'s path inside its page.

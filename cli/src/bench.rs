@@ -33,7 +33,7 @@ pub struct Args {
     #[arg(long, value_parser = humantime::parse_duration, default_value = "20s")]
     time_limit: Duration,
     /// Share of writes that insert a new key (the rest update existing keys), in percent.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 0)]
     insert_percent: u32,
     /// Seed of the key and value generator.
     #[arg(long, default_value_t = 0)]
@@ -45,8 +45,9 @@ pub struct Args {
     /// Page cache size in MiB.
     #[arg(long, default_value_t = 256)]
     cache_mb: u64,
-    /// Keys per commit while loading.
-    #[arg(long, default_value_t = 100_000)]
+    /// Keys per commit while loading (the keys are loaded in key order, as a node restoring
+    /// a state snapshot receives them).
+    #[arg(long, default_value_t = 1 << 20)]
     load_batch: usize,
 }
 
@@ -88,17 +89,17 @@ pub fn run(args: &Args) -> Result<Status> {
             dir.display()
         );
         let bar = progress(n, "loading");
+        let mut keys: Vec<Key> = (0..n).map(|i| key_of(args.seed, i)).collect();
+        keys.sort_unstable();
         let mut rng = ChaCha8Rng::seed_from_u64(args.seed.wrapping_add(1));
-        let mut i = 0u64;
-        while i < n {
-            let end = (i + args.load_batch as u64).min(n);
-            for j in i..end {
-                db.insert(key_of(args.seed, j), value(&mut rng))?;
+        for chunk in keys.chunks(args.load_batch.max(1)) {
+            for key in chunk {
+                db.insert(key, value(&mut rng))?;
             }
             db.commit()?;
-            bar.set_position(end);
-            i = end;
+            bar.inc(chunk.len() as u64);
         }
+        drop(keys);
         bar.finish_and_clear();
     }
     let load_time = load_start.elapsed();
