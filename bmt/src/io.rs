@@ -33,6 +33,11 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     }
     /// Makes every write so far durable (`fdatasync`).
     fn sync_data(&self) -> io::Result<()>;
+    /// The operating-system file descriptor, for batched I/O with `io_uring`; `None` (the
+    /// default) makes the database use plain calls through this trait.
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
     /// The file's length in bytes.
     fn size(&self) -> io::Result<u64>;
     /// Truncates or extends the file.
@@ -113,6 +118,11 @@ impl StorageFile for OsFile {
 
     fn sync_data(&self) -> io::Result<()> {
         self.0.sync_data()
+    }
+
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        Some(self.0.as_raw_fd())
     }
 
     fn size(&self) -> io::Result<u64> {

@@ -26,6 +26,7 @@ mod options;
 mod page;
 mod pager;
 mod trie;
+mod uring;
 
 pub use bmt_core::{Hash, Key, KeyError, MerkleProof, MultiProof, ValueHasher};
 pub use db::{CommitStats, FinishedSession, IntoKey, Nomt};

@@ -18,6 +18,7 @@ use crate::page::{
     self, Extent, PAGE_SIZE, PageBuf, PageKind, PageRef, SharedPage, extent_bytes,
     extent_bytes_mut, zeroed_extent,
 };
+use crate::uring;
 
 /// Counters of the I/O done through a pager.
 #[derive(Debug, Default)]
@@ -43,7 +44,9 @@ pub struct Pager {
     path: PathBuf,
     cache: Arc<quick_cache::sync::Cache<u64, SharedPage>>,
     poisoned: Arc<AtomicBool>,
-    io: IoThreads,
+    /// `io_uring` when the storage gives a file descriptor, else a pool of I/O threads.
+    uring: Option<mpsc::Sender<uring::Job>>,
+    io: Option<IoThreads>,
     /// I/O counters.
     pub counters: IoCounters,
 }
@@ -57,12 +60,14 @@ impl Pager {
         poisoned: Arc<AtomicBool>,
     ) -> Self {
         let items = (cache_bytes / PAGE_SIZE as u64).max(16) as usize;
+        let uring = file.raw_fd().and_then(|fd| uring::start(fd, file.clone()));
         Pager {
             file,
             path: path.to_path_buf(),
             cache: Arc::new(quick_cache::sync::Cache::new(items)),
             poisoned,
-            io: IoThreads::start(IO_THREADS),
+            io: uring.is_none().then(|| IoThreads::start(IO_THREADS)),
+            uring,
             counters: IoCounters::default(),
         }
     }
@@ -274,10 +279,74 @@ impl Pager {
             payload,
             batch: batch.clone(),
         };
-        if let Err(returned) = self.io.sender.send(job) {
-            // The I/O threads are gone (they never stop while the pager lives): do it here.
-            returned.0.run();
+        self.dispatch(job);
+    }
+
+    /// Hands a job to the `io_uring` executor, or to the I/O threads without it.
+    fn dispatch(&self, job: Job) {
+        let Some(uring) = &self.uring else {
+            match &self.io {
+                Some(threads) => {
+                    if let Err(returned) = threads.sender.send(job) {
+                        // The I/O threads are gone (they never stop while the pager lives).
+                        returned.0.run();
+                    }
+                }
+                None => job.run(),
+            }
+            return;
+        };
+        let Job {
+            offset,
+            payload,
+            batch,
+            file,
+        } = job;
+        let first_error = |results: &[(uring::Op, std::io::Result<()>)]| {
+            results.iter().find_map(|(_, r)| {
+                r.as_ref()
+                    .err()
+                    .map(|e| std::io::Error::new(e.kind(), e.to_string()))
+            })
+        };
+        let (ops, done): (Vec<uring::Op>, uring::OnDone) = match payload {
+            Payload::Pages(pages) => (
+                vec![uring::Op::WritePages { offset, pages }],
+                Box::new(move |results| batch.complete(first_error(&results))),
+            ),
+            Payload::Extent(extent) => (
+                uring::extent_ops(offset, extent),
+                Box::new(move |results| batch.complete(first_error(&results))),
+            ),
+            Payload::Read(read) => (
+                read.refs
+                    .iter()
+                    .map(|r| uring::Op::Read {
+                        offset: r.pgno * PAGE_SIZE as u64,
+                        buf: PageBuf::zeroed(),
+                    })
+                    .collect(),
+                Box::new(move |results| {
+                    for ((op, result), r) in results.into_iter().zip(&read.refs) {
+                        if let (uring::Op::Read { buf, .. }, Ok(())) = (op, result) {
+                            read.admit(*r, buf);
+                        }
+                    }
+                    batch.complete(None);
+                }),
+            ),
+        };
+        if let Err(returned) = uring.send(uring::Job { ops, done }) {
+            // The executor is gone (it never stops while the pager lives): fail the job.
+            let results = returned
+                .0
+                .ops
+                .into_iter()
+                .map(|op| (op, Err(std::io::Error::other("I/O executor stopped"))))
+                .collect();
+            (returned.0.done)(results);
         }
+        drop(file);
     }
 
     /// Reads, many at once on the I/O threads, the pages of `refs` that are not in the cache,
@@ -317,9 +386,7 @@ impl Pager {
                 }),
                 batch: batch.clone(),
             };
-            if let Err(returned) = self.io.sender.send(job) {
-                returned.0.run();
-            }
+            self.dispatch(job);
         }
         self.counters
             .prefetched
@@ -400,6 +467,20 @@ impl WriteBatch {
     pub fn new() -> Arc<WriteBatch> {
         Arc::new(WriteBatch::default())
     }
+
+    /// One job of the batch is done.
+    fn complete(&self, error: Option<std::io::Error>) {
+        let mut state = self.state.lock();
+        state.0 -= 1;
+        if let Some(e) = error
+            && state.1.is_none()
+        {
+            state.1 = Some(e);
+        }
+        if state.0 == 0 {
+            self.done.notify_all();
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -428,15 +509,20 @@ impl Read {
         for r in &self.refs {
             let mut page = PageBuf::zeroed();
             file.read_exact_at(page.bytes_mut(), r.pgno * PAGE_SIZE as u64)?;
-            let (a, b) = self.kinds;
-            let kind = if page.bytes()[4] == b as u8 { b } else { a };
-            if page::verify(page.bytes(), kind, r.pgno, Some(r.crc)).is_ok()
-                && (self.validate)(kind, &page).is_ok()
-            {
-                self.cache.insert(r.pgno, Arc::new(page));
-            }
+            self.admit(*r, page);
         }
         Ok(())
+    }
+
+    /// Caches a page read ahead if it passes its checks.
+    fn admit(&self, r: PageRef, page: Box<PageBuf>) {
+        let (a, b) = self.kinds;
+        let kind = if page.bytes()[4] == b as u8 { b } else { a };
+        if page::verify(page.bytes(), kind, r.pgno, Some(r.crc)).is_ok()
+            && (self.validate)(kind, &page).is_ok()
+        {
+            self.cache.insert(r.pgno, Arc::new(page));
+        }
     }
 }
 
@@ -458,16 +544,7 @@ impl Job {
             Payload::Extent(extent) => self.file.write_all_at(extent_bytes(extent), self.offset),
             Payload::Read(read) => read.run(&*self.file),
         };
-        let mut state = self.batch.state.lock();
-        state.0 -= 1;
-        if let Err(e) = result
-            && state.1.is_none()
-        {
-            state.1 = Some(e);
-        }
-        if state.0 == 0 {
-            self.batch.done.notify_all();
-        }
+        self.batch.complete(result.err());
     }
 }
 
