@@ -67,6 +67,12 @@ impl PageKind {
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct PageBuf(pub [u8; PAGE_SIZE]);
 
+/// Page buffers kept for reuse at most (64 MiB).
+const POOL_PAGES: usize = 16384;
+
+/// Page buffers kept for reuse.
+static POOL: parking_lot::Mutex<Vec<Box<PageBuf>>> = parking_lot::Mutex::new(Vec::new());
+
 /// A page shared between the cache and its readers. The page is boxed apart from the
 /// reference counts: an `Arc<PageBuf>` would put the counts in front of a 4096-aligned page
 /// and take 8 KiB for every 4 KiB page.
@@ -97,9 +103,25 @@ impl fmt::Debug for PageBuf {
 }
 
 impl PageBuf {
-    /// A zeroed page.
+    /// A zeroed page, reusing a recycled buffer when there is one.
     pub fn zeroed() -> Box<PageBuf> {
-        bytemuck::zeroed_box()
+        match POOL.lock().pop() {
+            Some(mut page) => {
+                page.0.fill(0);
+                page
+            }
+            None => bytemuck::zeroed_box(),
+        }
+    }
+
+    /// Gives a page buffer back for reuse. A commit allocates and frees thousands of pages;
+    /// without this, allocators hand the memory back to the kernel and fault it in again,
+    /// zero-filled, at the next commit (a fifth of a commit's time in one measurement).
+    pub fn recycle(page: Box<PageBuf>) {
+        let mut pool = POOL.lock();
+        if pool.len() < POOL_PAGES {
+            pool.push(page);
+        }
     }
 
     /// The page bytes.

@@ -42,7 +42,7 @@ pub struct IoCounters {
 pub struct Pager {
     file: Arc<dyn StorageFile>,
     path: PathBuf,
-    cache: Arc<quick_cache::sync::Cache<u64, SharedPage>>,
+    cache: Arc<PageCache>,
     poisoned: Arc<AtomicBool>,
     /// `io_uring` when the storage gives a file descriptor, else a pool of I/O threads.
     uring: Option<mpsc::Sender<uring::Job>>,
@@ -64,7 +64,13 @@ impl Pager {
         Pager {
             file,
             path: path.to_path_buf(),
-            cache: Arc::new(quick_cache::sync::Cache::new(items)),
+            cache: Arc::new(quick_cache::sync::Cache::with(
+                items,
+                items as u64,
+                quick_cache::UnitWeighter,
+                quick_cache::DefaultHashBuilder::default(),
+                Recycle,
+            )),
             poisoned,
             io: uring.is_none().then(|| IoThreads::start(IO_THREADS)),
             uring,
@@ -444,7 +450,37 @@ impl Pager {
 
     /// Drops a page from the cache (when it is freed).
     pub fn forget(&self, pgno: u64) {
-        self.cache.remove(&pgno);
+        if let Some((_, page)) = self.cache.remove(&pgno) {
+            recycle(page);
+        }
+    }
+}
+
+/// The page cache: pages by page number, a fixed number of them.
+type PageCache = quick_cache::sync::Cache<
+    u64,
+    SharedPage,
+    quick_cache::UnitWeighter,
+    quick_cache::DefaultHashBuilder,
+    Recycle,
+>;
+
+/// Recycles the buffer of a page leaving the cache, when nothing else holds it.
+fn recycle(page: SharedPage) {
+    if let Ok(page) = Arc::try_unwrap(page) {
+        PageBuf::recycle(page);
+    }
+}
+
+/// The cache's eviction hook: evicted pages go back to the buffer pool.
+#[derive(Debug, Clone, Copy, Default)]
+struct Recycle;
+
+impl quick_cache::Lifecycle<u64, SharedPage> for Recycle {
+    type RequestState = ();
+
+    fn on_evict(&self, _state: &mut (), _key: u64, page: SharedPage) {
+        recycle(page);
     }
 }
 
@@ -495,7 +531,7 @@ struct Read {
     refs: Vec<PageRef>,
     kinds: (PageKind, PageKind),
     validate: fn(PageKind, &PageBuf) -> Result<(), String>,
-    cache: Arc<quick_cache::sync::Cache<u64, SharedPage>>,
+    cache: Arc<PageCache>,
 }
 
 impl std::fmt::Debug for Read {
