@@ -266,9 +266,15 @@ pub fn get(pager: &Pager, root: Option<PageRef>, key: &Key) -> Result<Option<Pay
     }
 }
 
-/// Reads into the cache, level by level and many pages at a time, every page on the paths
-/// of sorted `keys`.
-pub fn prefetch_paths(pager: &Pager, root: Option<PageRef>, keys: &[Key]) -> Result<()> {
+/// Walks the paths of sorted `keys` level by level, reading each level's pages into the
+/// cache many at a time first, and calls `leaf` with every leaf reached and the range of
+/// `keys` that falls in it, in key order.
+fn walk_levels(
+    pager: &Pager,
+    root: Option<PageRef>,
+    keys: &[Key],
+    leaf: &mut dyn FnMut(SharedPage, std::ops::Range<usize>),
+) -> Result<()> {
     let Some(root) = root else { return Ok(()) };
     let mut level: Vec<(PageRef, std::ops::Range<usize>)> = vec![(root, 0..keys.len())];
     while !level.is_empty() {
@@ -280,8 +286,12 @@ pub fn prefetch_paths(pager: &Pager, root: Option<PageRef>, keys: &[Key]) -> Res
         );
         let mut next = Vec::new();
         for (r, range) in level {
-            let Node::Branch(p) = read_node(pager, r)? else {
-                continue;
+            let p = match read_node(pager, r)? {
+                Node::Leaf(p) => {
+                    leaf(p, range);
+                    continue;
+                }
+                Node::Branch(p) => p,
             };
             let keys = &keys[range.clone()];
             let n = branch_len(&p);
@@ -307,61 +317,34 @@ pub fn prefetch_paths(pager: &Pager, root: Option<PageRef>, keys: &[Key]) -> Res
     Ok(())
 }
 
-/// The payloads stored under sorted, distinct `keys`, reading each page on their paths once.
+/// Reads into the cache, level by level and many pages at a time, every page on the paths
+/// of sorted `keys`.
+pub fn prefetch_paths(pager: &Pager, root: Option<PageRef>, keys: &[Key]) -> Result<()> {
+    walk_levels(pager, root, keys, &mut |_, _| {})
+}
+
+/// The payloads stored under sorted, distinct `keys`, reading each page on their paths once,
+/// a level at a time and many pages at once.
 pub fn get_many(
     pager: &Pager,
     root: Option<PageRef>,
     keys: &[Key],
 ) -> Result<Vec<Option<Payload>>> {
-    let mut out = Vec::with_capacity(keys.len());
-    match root {
-        Some(r) => get_many_at(pager, r, keys, &mut out)?,
-        None => out.resize(keys.len(), None),
-    }
+    let mut out: Vec<Option<Payload>> = vec![None; keys.len()];
+    walk_levels(pager, root, keys, &mut |p, range| {
+        for i in range {
+            let (at, found) = leaf_search(&p, &keys[i].0);
+            if found {
+                let (start, len) = leaf_payload_span(&p, at);
+                out[i] = Some(Payload {
+                    page: p.clone(),
+                    start,
+                    len,
+                });
+            }
+        }
+    })?;
     Ok(out)
-}
-
-fn get_many_at(
-    pager: &Pager,
-    r: PageRef,
-    keys: &[Key],
-    out: &mut Vec<Option<Payload>>,
-) -> Result<()> {
-    match read_node(pager, r)? {
-        Node::Leaf(p) => {
-            for key in keys {
-                let (i, found) = leaf_search(&p, &key.0);
-                out.push(found.then(|| {
-                    let (start, len) = leaf_payload_span(&p, i);
-                    Payload {
-                        page: p.clone(),
-                        start,
-                        len,
-                    }
-                }));
-            }
-        }
-        Node::Branch(p) => {
-            let n = branch_len(&p);
-            let mut c = 0;
-            for i in 0..n {
-                if c == keys.len() {
-                    break;
-                }
-                let end = if i + 1 < n {
-                    let sep = branch_sep(&p, i + 1);
-                    c + keys[c..].partition_point(|k| k.0.as_slice() < sep)
-                } else {
-                    keys.len()
-                };
-                if end > c {
-                    get_many_at(pager, branch_child(&p, i), &keys[c..end], out)?;
-                }
-                c = end;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// A position in the tree kept between range scans, so that scans in increasing key order

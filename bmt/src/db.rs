@@ -459,21 +459,14 @@ impl Nomt {
         let mut payload_of: Vec<Option<usize>> = Vec::with_capacity(changes.len());
         let mut key_count = base.key_count as i64;
         let keys: Vec<Key> = changes.keys().copied().collect();
-        // Read what the commit will need ahead, many pages at a time: the flat store's leaves
-        // of the changed keys, and the trie pages on their paths.
-        let (flat_ahead, trie_ahead) = rayon::join(
-            || btree::prefetch_paths(&self.pager, base.flat_root, &keys),
+        // The old entries of the changed keys, and at the same time the trie pages on their
+        // paths: both read many pages at a time.
+        let (olds, trie_ahead) = rayon::join(
+            || btree::get_many(&self.pager, base.flat_root, &keys),
             || self.prefetch_trie(&base, &keys),
         );
-        flat_ahead?;
+        let olds = olds?;
         trie_ahead?;
-        let (left, right) = keys.split_at(keys.len() / 2);
-        let (olds, rest) = rayon::join(
-            || btree::get_many(&self.pager, base.flat_root, left),
-            || btree::get_many(&self.pager, base.flat_root, right),
-        );
-        let mut olds = olds?;
-        olds.extend(rest?);
         for ((key, new), old) in changes.iter().zip(olds) {
             let old_entry = old
                 .as_ref()
@@ -768,19 +761,30 @@ impl Nomt {
         };
         let durable = space.durable_seq;
         let mut keep = Vec::new();
+        let mut released: Vec<(u64, u64)> = Vec::new();
         for (seq, runs) in std::mem::take(&mut space.pending) {
             if seq <= durable && seq <= oldest_reader {
-                for (s, l) in runs {
-                    space.free.free(s, l);
-                    for p in s..s + l {
-                        self.pager.forget(p);
-                    }
-                }
+                released.extend(runs);
             } else {
                 keep.push((seq, runs));
             }
         }
         space.pending = keep;
+        // Coalesce first: one free-space update per run of adjacent pages.
+        released.sort_unstable();
+        let mut i = 0;
+        while i < released.len() {
+            let (start, mut len) = released[i];
+            while i + 1 < released.len() && released[i + 1].0 == start + len {
+                i += 1;
+                len += released[i].1;
+            }
+            for p in start..start + len {
+                self.pager.forget(p);
+            }
+            space.free.free(start, len);
+            i += 1;
+        }
     }
 
     /// Makes every commit so far durable (a no-op when commits are durable already).

@@ -45,7 +45,7 @@
 //! that is touched is copied, changed, and later written to a fresh place; pages whose key
 //! count falls below `T` are dropped with everything under them.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use bmt_core::{
     Hash, KEY_BITS, Key, LeafNode, LeafValue, MerkleProof, ProofError, RootBuilder, Terminal,
@@ -411,7 +411,7 @@ impl<'a> Update<'a> {
         {
             Self::below_top_page(src, changes, &new_update)?
         } else {
-            (HashMap::new(), HashMap::new())
+            (HashMap::default(), HashMap::default())
         };
         let mut up = new_update(touched, precomputed);
         let new_root = up.update(Key::default(), 0, root, changes)?;
@@ -456,14 +456,14 @@ impl<'a> Update<'a> {
         let results: Vec<Result<(usize, NodeKind, HashMap<PageId, Touched>)>> = groups
             .into_par_iter()
             .map(|(j, old, range)| {
-                let mut up = new_update(HashMap::new(), HashMap::new());
+                let mut up = new_update(HashMap::default(), HashMap::default());
                 let key = Key::default().with_prefix_bits(j as u8, PAGE_LEVELS);
                 let node = up.update(key, PAGE_LEVELS, old, &changes[range])?;
                 Ok((j, node, up.touched))
             })
             .collect();
-        let mut touched = HashMap::new();
-        let mut precomputed = HashMap::new();
+        let mut touched = HashMap::default();
+        let mut precomputed = HashMap::default();
         for r in results {
             let (j, node, t) = r?;
             touched.extend(t);
