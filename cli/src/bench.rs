@@ -1,29 +1,72 @@
-//! `bmt bench`: the workload driver.
+//! `bmt bench`: the workload driver, and the side-by-side comparison with NOMT.
 //!
-//! It builds a database of `2^c` random keys (32-byte values), then runs commits of `-s`
-//! random writes until `--commits` commits or `--time-limit` have passed, and prints the
-//! write throughput, commit latency, peak memory and disk use. Keys and values come from a
-//! seeded generator, so two runs with the same arguments do the same work.
+//! Workloads follow NOMT's benchtop so that the numbers compare:
+//!
+//! - `randw`: each commit updates `-s` random existing keys (32-byte values);
+//! - `randr`: `-s` random reads of existing keys per commit;
+//! - `randrw`: half reads, half updates;
+//! - `transfer`: `-s` token transfers per commit: read two random accounts (8-byte balances),
+//!   write both.
+//!
+//! The database first holds `2^c` keys, loaded in key order in commits of `--load-batch`
+//! (as a node restoring a state snapshot receives them). Keys are the BLAKE2b-256 of the
+//! seed and an index (NOMT gets all 32 bytes, `bmt` the first 31), so both engines see the
+//! same keys, in the same order, with the same values.
+//!
+//! Every measurement runs in a child process of its own (the load in another), so that each
+//! engine's peak memory is its own; `--backend both` runs the engines alternately and prints
+//! the ratio of every figure.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use bmt::{Nomt, Options};
-use bmt_core::Key;
+use anyhow::{Context, Result, bail};
+use bmt_core::{Key, blake2b_256};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 
 use crate::Status;
 
+/// Which engine runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+pub enum Backend {
+    /// This database.
+    Bmt,
+    /// NOMT 1.0 (build with `--features nomt`).
+    Nomt,
+    /// Both, alternately, each in its own process, with the ratio of every figure.
+    Both,
+}
+
+/// What each commit does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+pub enum Workload {
+    /// Random updates of existing keys.
+    Randw,
+    /// Random reads of existing keys.
+    Randr,
+    /// Half random reads, half random updates.
+    Randrw,
+    /// Token transfers: read two accounts, write both.
+    Transfer,
+}
+
 /// Arguments of `bmt bench`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// log2 of the number of keys to load.
+    /// The engine.
+    #[arg(long, value_enum, default_value_t = Backend::Bmt)]
+    backend: Backend,
+    /// The workload.
+    #[arg(short = 'w', long, value_enum, default_value_t = Workload::Randw)]
+    workload: Workload,
+    /// log2 of the number of keys in the database.
     #[arg(short = 'c', long = "capacity", default_value_t = 20)]
     capacity: u32,
-    /// Writes per commit.
+    /// Operations per commit.
     #[arg(short = 's', long = "size", default_value_t = 10_000)]
     size: usize,
     /// Stop after this many commits.
@@ -32,164 +75,519 @@ pub struct Args {
     /// Stop after this long (for example `30s` or `2m`).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "20s")]
     time_limit: Duration,
-    /// Share of writes that insert a new key (the rest update existing keys), in percent.
-    #[arg(long, default_value_t = 0)]
-    insert_percent: u32,
-    /// Seed of the key and value generator.
+    /// Seed of the keys and values.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Database directory (default: a fresh temporary directory, removed afterwards). An
-    /// existing database there with the right number of keys is reused instead of loaded.
+    /// Directory for the databases (kept, and reused when they hold the right keys); default:
+    /// a temporary directory, removed afterwards.
     #[arg(long)]
     path: Option<PathBuf>,
-    /// Page cache size in MiB.
+    /// Memory for caches, in MiB, for each engine (NOMT: half page cache, half leaf cache).
     #[arg(long, default_value_t = 256)]
     cache_mb: u64,
-    /// Keys per commit while loading (the keys are loaded in key order, as a node restoring
-    /// a state snapshot receives them).
+    /// Keys per commit while loading.
     #[arg(long, default_value_t = 1 << 20)]
     load_batch: usize,
+    /// Measurements per engine (with `--backend both`, the engines alternate).
+    #[arg(long, default_value_t = 1)]
+    rounds: u32,
+    /// Print one JSON object per measurement instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Internal: this process is a child that loads the database and exits.
+    #[arg(long, hide = true)]
+    child_load: bool,
+    /// Internal: this process is a child that measures and prints JSON.
+    #[arg(long, hide = true)]
+    child_run: bool,
 }
 
-/// The `i`-th key of a run: 31 pseudo-random bytes from the seed and `i`.
-fn key_of(seed: u64, i: u64) -> Key {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let mut k = [0u8; 31];
-    rng.fill_bytes(&mut k);
-    Key(k)
+/// One measurement, as a child reports it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Measurement {
+    backend: Backend,
+    workload: Workload,
+    capacity: u32,
+    size: usize,
+    commits: u64,
+    seconds: f64,
+    ops_per_s: f64,
+    commit_p50_ms: f64,
+    commit_p99_ms: f64,
+    commit_max_ms: f64,
+    read_p50_us: Option<f64>,
+    read_p99_us: Option<f64>,
+    peak_rss_mib: f64,
+    disk_mib: f64,
+    written_bytes_per_op: f64,
 }
 
-fn value(rng: &mut impl RngCore) -> [u8; 32] {
-    let mut v = [0u8; 32];
-    rng.fill_bytes(&mut v);
+/// What the load child reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Loaded {
+    seconds: f64,
+    peak_rss_mib: f64,
+}
+
+/// The key of account / entry `id`.
+fn key32(seed: u64, id: u64) -> [u8; 32] {
+    let mut input = [0u8; 16];
+    input[..8].copy_from_slice(&seed.to_le_bytes());
+    input[8..].copy_from_slice(&id.to_le_bytes());
+    blake2b_256(&input).0
+}
+
+/// The initial value of every key: 32 bytes for the random workloads, a balance of 1,000 for
+/// transfers.
+fn initial_value(workload: Workload) -> Vec<u8> {
+    match workload {
+        Workload::Transfer => 1000u64.to_be_bytes().to_vec(),
+        _ => vec![64u8; 32],
+    }
+}
+
+/// A random 32-byte value (16 random bytes, as benchtop's).
+fn random_value(rng: &mut impl RngCore) -> Vec<u8> {
+    let mut v = vec![0u8; 32];
+    rng.fill_bytes(&mut v[..16]);
     v
 }
 
-/// Runs the benchmark.
+/// The engine interface the workloads drive.
+trait Engine {
+    fn read(&mut self, key: &[u8; 32]) -> Result<Option<Vec<u8>>>;
+    fn write(&mut self, key: &[u8; 32], value: Vec<u8>) -> Result<()>;
+    fn commit(&mut self) -> Result<()>;
+    fn close(self: Box<Self>) -> Result<()>;
+}
+
+struct BmtEngine {
+    db: bmt::Nomt,
+}
+
+impl BmtEngine {
+    fn open(dir: &Path, cache_mb: u64) -> Result<Self> {
+        let db = bmt::Nomt::open(bmt::Options::new(dir).page_cache_size(cache_mb << 20))
+            .with_context(|| format!("opening {}", dir.display()))?;
+        Ok(BmtEngine { db })
+    }
+
+    fn key(key: &[u8; 32]) -> Key {
+        let mut k = [0u8; 31];
+        k.copy_from_slice(&key[..31]);
+        Key(k)
+    }
+}
+
+impl Engine for BmtEngine {
+    fn read(&mut self, key: &[u8; 32]) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get(Self::key(key))?)
+    }
+
+    fn write(&mut self, key: &[u8; 32], value: Vec<u8>) -> Result<()> {
+        Ok(self.db.insert(Self::key(key), value)?)
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        self.db.commit()?;
+        Ok(())
+    }
+
+    fn close(self: Box<Self>) -> Result<()> {
+        Ok(self.db.close()?)
+    }
+}
+
+fn open_engine(backend: Backend, dir: &Path, args: &Args) -> Result<Box<dyn Engine>> {
+    match backend {
+        Backend::Bmt => Ok(Box::new(BmtEngine::open(dir, args.cache_mb)?)),
+        #[cfg(feature = "nomt")]
+        Backend::Nomt => Ok(Box::new(nomt_engine::NomtEngine::open(
+            dir,
+            args.cache_mb,
+            args.capacity,
+        )?)),
+        #[cfg(not(feature = "nomt"))]
+        Backend::Nomt => bail!("this build has no NOMT: rebuild with `--features nomt`"),
+        Backend::Both => bail!("one engine at a time"),
+    }
+}
+
+#[cfg(feature = "nomt")]
+mod nomt_engine {
+    //! NOMT 1.0 driven the way its benchtop drives it: one session per commit, reads through
+    //! the session, every access recorded, writes warmed up, the sorted accesses given to
+    //! `finish`, then `commit`.
+
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    use anyhow::Result;
+    use nomt::hasher::Blake3Hasher;
+    use nomt::{KeyReadWrite, Nomt, Options, Session, SessionParams};
+
+    pub struct NomtEngine {
+        // The session borrows nothing from the handle, but must end before it.
+        session: Option<Session<Blake3Hasher>>,
+        access: HashMap<[u8; 32], KeyReadWrite>,
+        nomt: Nomt<Blake3Hasher>,
+    }
+
+    impl NomtEngine {
+        pub fn open(dir: &Path, cache_mb: u64, capacity: u32) -> Result<Self> {
+            let mut o = Options::new();
+            o.path(dir);
+            o.commit_concurrency(std::thread::available_parallelism().map_or(2, |n| n.get()));
+            o.hashtable_buckets((1u32 << capacity).max(1 << 16));
+            o.page_cache_size((cache_mb / 2) as usize);
+            o.leaf_cache_size((cache_mb / 2) as usize);
+            o.warm_up(true);
+            // A preallocated hash table takes 4 KiB per bucket up front (64 GiB at 2^24 keys):
+            // let the file system allocate pages as NOMT writes them instead.
+            o.preallocate_ht(false);
+            let nomt = Nomt::open(o)?;
+            Ok(NomtEngine {
+                session: None,
+                access: HashMap::new(),
+                nomt,
+            })
+        }
+
+        fn session(&mut self) -> &Session<Blake3Hasher> {
+            if self.session.is_none() {
+                self.session = Some(self.nomt.begin_session(SessionParams::default()));
+            }
+            self.session.as_ref().expect("just begun")
+        }
+    }
+
+    impl super::Engine for NomtEngine {
+        fn read(&mut self, key: &[u8; 32]) -> Result<Option<Vec<u8>>> {
+            if let Some(a) = self.access.get(key) {
+                return Ok(a.last_value().map(|v| v.to_vec()));
+            }
+            let value = self.session().read(*key)?;
+            self.access.insert(*key, KeyReadWrite::Read(value.clone()));
+            Ok(value)
+        }
+
+        fn write(&mut self, key: &[u8; 32], value: Vec<u8>) -> Result<()> {
+            self.session().warm_up(*key);
+            match self.access.get_mut(key) {
+                Some(a) => a.write(Some(value)),
+                None => {
+                    self.access.insert(*key, KeyReadWrite::Write(Some(value)));
+                }
+            }
+            Ok(())
+        }
+
+        fn commit(&mut self) -> Result<()> {
+            let session = match self.session.take() {
+                Some(s) => s,
+                None => self.nomt.begin_session(SessionParams::default()),
+            };
+            let mut actuals: Vec<_> = std::mem::take(&mut self.access).into_iter().collect();
+            actuals.sort_by_key(|(k, _)| *k);
+            session.finish(actuals)?.commit(&self.nomt)?;
+            Ok(())
+        }
+
+        fn close(self: Box<Self>) -> Result<()> {
+            Ok(())
+        }
+    }
+}
+
+/// Runs the command.
 pub fn run(args: &Args) -> Result<Status> {
+    if args.child_load {
+        let dir = args.path.clone().context("a child needs --path")?;
+        let loaded = load(args, args.backend, &dir)?;
+        println!("{}", serde_json::to_string(&loaded)?);
+        return Ok(Status::Ok);
+    }
+    if args.child_run {
+        let dir = args.path.clone().context("a child needs --path")?;
+        let m = measure(args, args.backend, &dir)?;
+        println!("{}", serde_json::to_string(&m)?);
+        return Ok(Status::Ok);
+    }
+    orchestrate(args)
+}
+
+/// Runs each measurement in a child process and reports.
+fn orchestrate(args: &Args) -> Result<Status> {
     let tmp;
-    let dir: &Path = match &args.path {
+    let root: &Path = match &args.path {
         Some(p) => p,
         None => {
             tmp = tempfile::tempdir().context("creating a temporary directory")?;
             tmp.path()
         }
     };
-    let options = Options::new(dir).page_cache_size(args.cache_mb << 20);
-    let db = Nomt::open(options).context("opening the database")?;
-    let n = 1u64 << args.capacity;
-
-    // Load.
-    let loaded = db.key_count();
-    let load_start = Instant::now();
-    if loaded != n {
-        anyhow::ensure!(
-            loaded == 0,
-            "the database at {} holds {loaded} keys, not 0 or {n}",
-            dir.display()
-        );
-        let bar = progress(n, "loading");
-        let mut keys: Vec<Key> = (0..n).map(|i| key_of(args.seed, i)).collect();
-        keys.sort_unstable();
-        let mut rng = ChaCha8Rng::seed_from_u64(args.seed.wrapping_add(1));
-        for chunk in keys.chunks(args.load_batch.max(1)) {
-            for key in chunk {
-                db.insert(key, value(&mut rng))?;
-            }
-            db.commit()?;
-            bar.inc(chunk.len() as u64);
-        }
-        drop(keys);
-        bar.finish_and_clear();
-    }
-    let load_time = load_start.elapsed();
-    if loaded != n {
-        println!(
-            "loaded {n} keys in {:.2} s ({:.0} keys/s)",
-            load_time.as_secs_f64(),
-            n as f64 / load_time.as_secs_f64()
-        );
-    }
-
-    // Run.
-    let mut rng = ChaCha8Rng::seed_from_u64(args.seed.wrapping_add(2));
-    let mut next_new = n;
-    let mut latencies: Vec<Duration> = Vec::new();
-    let mut phases = bmt::CommitStats::default();
-    let start = Instant::now();
-    let bar = match args.commits {
-        Some(c) => progress(c, "commits"),
-        None => progress(args.time_limit.as_secs(), "seconds"),
+    let backends: Vec<Backend> = match args.backend {
+        Backend::Both => vec![Backend::Bmt, Backend::Nomt],
+        b => vec![b],
     };
+    if !args.json {
+        println!(
+            "workload {:?}: 2^{} keys, {} operations per commit, caches {} MiB per engine; \
+             NOMT: hash table of {} buckets (not preallocated), commit concurrency = cores, \
+             warm-up on, direct I/O (both)",
+            args.workload,
+            args.capacity,
+            args.size,
+            args.cache_mb,
+            (1u64 << args.capacity).max(1 << 16),
+        );
+    }
+    let mut results: Vec<Measurement> = Vec::new();
+    for backend in &backends {
+        let dir = db_dir(root, *backend, args);
+        if !dir.join("loaded").exists() {
+            std::fs::create_dir_all(&dir)?;
+            let out = child(args, *backend, &dir, "--child-load")?;
+            let loaded: Loaded = serde_json::from_str(out.trim()).context("load child output")?;
+            std::fs::write(dir.join("loaded"), b"")?;
+            if !args.json {
+                println!(
+                    "{:?}: loaded 2^{} keys in {:.1} s (peak RSS {:.0} MiB)",
+                    backend, args.capacity, loaded.seconds, loaded.peak_rss_mib
+                );
+            }
+        }
+    }
+    for _ in 0..args.rounds {
+        for backend in &backends {
+            let dir = db_dir(root, *backend, args);
+            let out = child(args, *backend, &dir, "--child-run")?;
+            let m: Measurement = serde_json::from_str(out.trim()).context("run child output")?;
+            if args.json {
+                println!("{}", serde_json::to_string(&m)?);
+            }
+            results.push(m);
+        }
+    }
+    if !args.json {
+        print_table(&results, &backends);
+    }
+    Ok(Status::Ok)
+}
+
+fn db_dir(root: &Path, backend: Backend, args: &Args) -> PathBuf {
+    root.join(format!(
+        "{:?}-{:?}-c{}-seed{}",
+        backend, args.workload, args.capacity, args.seed
+    ))
+}
+
+/// Runs this program as a child for one engine; returns its standard output.
+fn child(args: &Args, backend: Backend, dir: &Path, role: &str) -> Result<String> {
+    let exe = std::env::current_exe().context("finding this program")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("bench")
+        .arg(role)
+        .args(["--backend", &format!("{backend:?}").to_lowercase()])
+        .args(["-w", &format!("{:?}", args.workload).to_lowercase()])
+        .args(["-c", &args.capacity.to_string()])
+        .args(["-s", &args.size.to_string()])
+        .args([
+            "--time-limit",
+            &format!("{}ms", args.time_limit.as_millis()),
+        ])
+        .args(["--seed", &args.seed.to_string()])
+        .args(["--cache-mb", &args.cache_mb.to_string()])
+        .args(["--load-batch", &args.load_batch.to_string()])
+        .arg("--path")
+        .arg(dir);
+    if let Some(c) = args.commits {
+        cmd.args(["--commits", &c.to_string()]);
+    }
+    let out = cmd.output().context("running a benchmark child")?;
+    if !out.status.success() {
+        bail!(
+            "the {backend:?} child failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// Loads `2^c` keys in key order.
+fn load(args: &Args, backend: Backend, dir: &Path) -> Result<Loaded> {
+    let n = 1u64 << args.capacity;
+    let mut engine = open_engine(backend, dir, args)?;
+    let start = Instant::now();
+    let bar = progress(n, "loading");
+    let mut keys: Vec<[u8; 32]> = (0..n).map(|i| key32(args.seed, i)).collect();
+    keys.sort_unstable();
+    let value = initial_value(args.workload);
+    for chunk in keys.chunks(args.load_batch.max(1)) {
+        for key in chunk {
+            engine.write(key, value.clone())?;
+        }
+        engine.commit()?;
+        bar.inc(chunk.len() as u64);
+    }
+    drop(keys);
+    engine.close()?;
+    bar.finish_and_clear();
+    Ok(Loaded {
+        seconds: start.elapsed().as_secs_f64(),
+        peak_rss_mib: peak_rss_mib(),
+    })
+}
+
+/// Runs the workload and measures it.
+fn measure(args: &Args, backend: Backend, dir: &Path) -> Result<Measurement> {
+    let n = 1u64 << args.capacity;
+    let mut engine = open_engine(backend, dir, args)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(args.seed.wrapping_add(2));
+    let mut commit_times: Vec<Duration> = Vec::new();
+    let mut read_times: Vec<Duration> = Vec::new();
+    let written_before = io_write_bytes();
+    let start = Instant::now();
     loop {
-        let done = latencies.len() as u64;
+        let done = commit_times.len() as u64;
         if args.commits.is_some_and(|c| done >= c)
             || (args.commits.is_none() && start.elapsed() >= args.time_limit)
         {
             break;
         }
-        for _ in 0..args.size {
-            let key = if rng.random_range(0..100) < args.insert_percent {
-                next_new += 1;
-                key_of(args.seed, next_new - 1)
-            } else {
-                key_of(args.seed, rng.random_range(0..n))
-            };
-            db.insert(key, value(&mut rng))?;
+        let mut read = |engine: &mut Box<dyn Engine>, key: &[u8; 32]| -> Result<Option<Vec<u8>>> {
+            let t = Instant::now();
+            let v = engine.read(key)?;
+            read_times.push(t.elapsed());
+            Ok(v)
+        };
+        for i in 0..args.size {
+            match args.workload {
+                Workload::Randw => {
+                    let key = key32(args.seed, rng.random_range(0..n));
+                    engine.write(&key, random_value(&mut rng))?;
+                }
+                Workload::Randr => {
+                    let key = key32(args.seed, rng.random_range(0..n));
+                    read(&mut engine, &key)?;
+                }
+                Workload::Randrw => {
+                    let key = key32(args.seed, rng.random_range(0..n));
+                    if i % 2 == 0 {
+                        read(&mut engine, &key)?;
+                    } else {
+                        engine.write(&key, random_value(&mut rng))?;
+                    }
+                }
+                Workload::Transfer => {
+                    let from = rng.random_range(0..n);
+                    let mut to = rng.random_range(0..n);
+                    while to == from {
+                        to = rng.random_range(0..n);
+                    }
+                    let (from, to) = (key32(args.seed, from), key32(args.seed, to));
+                    let balance = |v: Option<Vec<u8>>| {
+                        v.and_then(|v| v.try_into().ok())
+                            .map_or(0, u64::from_be_bytes)
+                    };
+                    let a = balance(read(&mut engine, &from)?);
+                    let b = balance(read(&mut engine, &to)?);
+                    let a = if a == 0 { 1000 } else { a - 1 };
+                    engine.write(&from, a.to_be_bytes().to_vec())?;
+                    engine.write(&to, (b + 1).to_be_bytes().to_vec())?;
+                }
+            }
         }
         let t = Instant::now();
-        db.commit()?;
-        latencies.push(t.elapsed());
-        let s = db.last_commit_stats();
-        phases.classify += s.classify;
-        phases.trie += s.trie;
-        phases.btree += s.btree;
-        phases.write += s.write;
-        phases.sync += s.sync;
-        phases.pages_written += s.pages_written;
-        bar.set_position(match args.commits {
-            Some(_) => latencies.len() as u64,
-            None => start.elapsed().as_secs(),
-        });
+        engine.commit()?;
+        commit_times.push(t.elapsed());
     }
-    bar.finish_and_clear();
-    let elapsed = start.elapsed();
-    let writes = latencies.len() as f64 * args.size as f64;
-    latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
-    println!(
-        "randw: {} commits of {} writes in {:.2} s",
-        latencies.len(),
-        args.size,
-        elapsed.as_secs_f64()
-    );
-    println!("  writes/s        {:.0}", writes / elapsed.as_secs_f64());
-    println!("  commit p50      {:.2} ms", ms(pct(0.5)));
-    println!("  commit p99      {:.2} ms", ms(pct(0.99)));
-    println!("  commit max      {:.2} ms", ms(pct(1.0)));
-    let per = |d: Duration| ms(d) / latencies.len() as f64;
-    println!(
-        "  commit phases   classify {:.1} ms, trie {:.1} ms, btree {:.1} ms, write {:.1} ms, sync {:.1} ms; {} pages written",
-        per(phases.classify),
-        per(phases.trie),
-        per(phases.btree),
-        per(phases.write),
-        per(phases.sync),
-        phases.pages_written / latencies.len() as u64
-    );
-    println!("  peak RSS        {:.1} MiB", peak_rss_mib());
-    let disk = dir_size(dir)?;
-    println!(
-        "  on disk         {:.1} MiB ({:.1} bytes/key)",
-        disk as f64 / (1 << 20) as f64,
-        disk as f64 / db.key_count() as f64
-    );
-    db.close()?;
-    Ok(Status::Ok)
+    let seconds = start.elapsed().as_secs_f64();
+    let written = io_write_bytes().saturating_sub(written_before);
+    engine.close()?;
+    let ops = commit_times.len() as f64 * args.size as f64;
+    commit_times.sort();
+    read_times.sort();
+    let pct = |v: &[Duration], p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+    Ok(Measurement {
+        backend,
+        workload: args.workload,
+        capacity: args.capacity,
+        size: args.size,
+        commits: commit_times.len() as u64,
+        seconds,
+        ops_per_s: ops / seconds,
+        commit_p50_ms: ms(pct(&commit_times, 0.5)),
+        commit_p99_ms: ms(pct(&commit_times, 0.99)),
+        commit_max_ms: ms(pct(&commit_times, 1.0)),
+        read_p50_us: (!read_times.is_empty()).then(|| us(pct(&read_times, 0.5))),
+        read_p99_us: (!read_times.is_empty()).then(|| us(pct(&read_times, 0.99))),
+        peak_rss_mib: peak_rss_mib(),
+        disk_mib: dir_size(dir)? as f64 / (1 << 20) as f64,
+        written_bytes_per_op: written as f64 / ops.max(1.0),
+    })
+}
+
+fn print_table(results: &[Measurement], backends: &[Backend]) {
+    let median = |b: Backend, f: &dyn Fn(&Measurement) -> Option<f64>| -> Option<f64> {
+        let mut v: Vec<f64> = results
+            .iter()
+            .filter(|m| m.backend == b)
+            .filter_map(f)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        (!v.is_empty()).then(|| v[v.len() / 2])
+    };
+    type Figure = (&'static str, fn(&Measurement) -> Option<f64>, bool);
+    let figures: [Figure; 10] = [
+        ("ops/s", |m| Some(m.ops_per_s), true),
+        ("commit p50 ms", |m| Some(m.commit_p50_ms), false),
+        ("commit p99 ms", |m| Some(m.commit_p99_ms), false),
+        ("commit max ms", |m| Some(m.commit_max_ms), false),
+        ("read p50 µs", |m| m.read_p50_us, false),
+        ("read p99 µs", |m| m.read_p99_us, false),
+        ("peak RSS MiB", |m| Some(m.peak_rss_mib), false),
+        ("on disk MiB", |m| Some(m.disk_mib), false),
+        ("written B/op", |m| Some(m.written_bytes_per_op), false),
+        ("commits", |m| Some(m.commits as f64), true),
+    ];
+    let rounds = results.len() / backends.len().max(1);
+    print!("{:<16}", format!("(median of {rounds})"));
+    for b in backends {
+        print!("{:>14}", format!("{b:?}").to_lowercase());
+    }
+    if backends.len() == 2 {
+        print!("{:>16}", "ratio bmt/nomt");
+    }
+    println!();
+    for (name, f, _) in figures {
+        let values: Vec<Option<f64>> = backends.iter().map(|b| median(*b, &f)).collect();
+        if values.iter().all(Option::is_none) {
+            continue;
+        }
+        print!("{name:<16}");
+        for v in &values {
+            match v {
+                Some(v) if *v >= 100.0 => print!("{:>14.0}", v),
+                Some(v) => print!("{:>14.2}", v),
+                None => print!("{:>14}", "-"),
+            }
+        }
+        if let [Some(a), Some(b)] = values[..]
+            && b != 0.0
+        {
+            print!("{:>16.2}", a / b);
+        }
+        println!();
+    }
 }
 
 fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
+    d.as_secs_f64() * 1e3
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
 }
 
 fn progress(len: u64, what: &str) -> ProgressBar {
@@ -216,14 +614,29 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// Bytes allocated on disk under `dir`.
+/// Bytes this process caused to be written to storage (Linux `/proc/self/io`); 0 where
+/// unknown.
+fn io_write_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("write_bytes:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|b| b.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Bytes allocated on disk under `dir`, recursively.
 fn dir_size(dir: &Path) -> Result<u64> {
     use std::os::unix::fs::MetadataExt;
     let mut total = 0;
     for entry in std::fs::read_dir(dir)? {
-        let meta = entry?.metadata()?;
+        let entry = entry?;
+        let meta = entry.metadata()?;
         total += if meta.is_dir() {
-            0
+            dir_size(&entry.path())?
         } else {
             meta.blocks() * 512
         };
