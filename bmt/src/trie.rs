@@ -97,11 +97,6 @@ impl PageId {
         }
     }
 
-    /// The page holding the node at `depth` (≥ 1) on `key`'s path.
-    fn holding(key: &Key, depth: usize) -> Self {
-        Self::below(key, (depth - 1) / PAGE_LEVELS * PAGE_LEVELS)
-    }
-
     /// The depth of the page's top position.
     fn top_depth(&self) -> usize {
         self.layer as usize * PAGE_LEVELS
@@ -378,7 +373,6 @@ pub struct Update<'a> {
     cursor: Cursor,
     threshold: u64,
     touched: HashMap<PageId, Touched>,
-    root_stored: bool,
     /// New nodes at depth 6 computed beforehand (in parallel), by the top 6 key bits.
     precomputed: HashMap<usize, NodeKind>,
 }
@@ -402,7 +396,6 @@ impl<'a> Update<'a> {
             cursor: Cursor::new(),
             threshold: threshold as u64,
             touched,
-            root_stored,
             precomputed,
         };
         let (touched, precomputed) = if root_stored
@@ -414,7 +407,7 @@ impl<'a> Update<'a> {
             (HashMap::default(), HashMap::default())
         };
         let mut up = new_update(touched, precomputed);
-        let new_root = up.update(Key::default(), 0, root, changes)?;
+        let new_root = up.update(Key::default(), 0, root, root_stored, changes)?;
         let pages = up
             .touched
             .into_iter()
@@ -449,16 +442,16 @@ impl<'a> Update<'a> {
             let j = changes[start].key.0[0] as usize >> 2;
             let end = start + changes[start..].partition_point(|c| (c.key.0[0] as usize >> 2) == j);
             if let old @ NodeKind::Branch(_) = raw_node(&top, 62 + j) {
-                groups.push((j, old, start..end));
+                groups.push((j, old, raw_child_stored(&top, j), start..end));
             }
             start = end;
         }
         let results: Vec<Result<(usize, NodeKind, HashMap<PageId, Touched>)>> = groups
             .into_par_iter()
-            .map(|(j, old, range)| {
+            .map(|(j, old, stored, range)| {
                 let mut up = new_update(HashMap::default(), HashMap::default());
                 let key = Key::default().with_prefix_bits(j as u8, PAGE_LEVELS);
-                let node = up.update(key, PAGE_LEVELS, old, &changes[range])?;
+                let node = up.update(key, PAGE_LEVELS, old, stored, &changes[range])?;
                 Ok((j, node, up.touched))
             })
             .collect();
@@ -472,88 +465,15 @@ impl<'a> Update<'a> {
         Ok((touched, precomputed))
     }
 
-    /// Whether the page below position (`key`, `depth`) is stored in the old trie.
-    fn old_stored(&self, key: &Key, depth: usize) -> Result<bool> {
-        if depth == 0 {
-            return Ok(self.root_stored);
-        }
-        // The parent page's stored-child bit (read from the old page: the bit is only ever
-        // changed after the child has been dealt with).
-        let parent = PageId::holding(key, depth);
-        let j = node_index(key, depth) - 62;
-        match self.touched.get(&parent) {
-            Some(Touched::Live(p, _)) => Ok(p.child_stored(j)),
-            Some(Touched::Removed(_)) => Ok(false),
-            None => match self.src.page(&parent)? {
-                Some((p, _)) => Ok(raw_child_stored(&p, j)),
-                None => Ok(false),
-            },
-        }
-    }
-
-    /// The node at (`key`, `depth`), depth ≥ 1, as the update sees it now.
-    fn node_at(&self, key: &Key, depth: usize) -> Result<NodeKind> {
-        let id = PageId::holding(key, depth);
-        let i = node_index(key, depth);
-        match self.touched.get(&id) {
-            Some(Touched::Live(p, _)) => Ok(p.node(i)),
-            Some(Touched::Removed(_)) => Ok(NodeKind::Empty),
-            None => match self.src.page(&id)? {
-                Some((p, _)) => Ok(raw_node(&p, i)),
-                None => Err(self
-                    .src
-                    .inconsistent(format!("trie page {id:?} is missing"))),
-            },
-        }
-    }
-
-    /// Copies a stored page into the update (once).
-    fn touch(&mut self, id: PageId) -> Result<&mut TriePage> {
-        if !self.touched.contains_key(&id) {
-            let (page, r) = self.src.page(&id)?.ok_or_else(|| {
-                self.src
-                    .inconsistent(format!("trie page {id:?} is missing"))
-            })?;
-            self.touched
-                .insert(id, Touched::Live(TriePage::decode(&page), Some(r)));
-        }
-        match self.touched.get_mut(&id) {
-            Some(Touched::Live(p, _)) => Ok(p),
-            _ => Err(self
-                .src
-                .inconsistent(format!("trie page {id:?} written after removal"))),
-        }
-    }
-
-    /// Writes `node` at (`key`, `depth`), depth ≥ 1, into its (touched) page.
-    fn set(&mut self, key: &Key, depth: usize, node: NodeKind) -> Result<()> {
-        let id = PageId::holding(key, depth);
-        let i = node_index(key, depth);
-        let child_stored = if i >= 62 && matches!(node, NodeKind::Branch(_)) {
-            let child = PageId::below(key, depth);
-            match self.touched.get(&child) {
-                Some(Touched::Live(..)) => Some(true),
-                Some(Touched::Removed(_)) => Some(false),
-                None => None, // unchanged below: keep the bit
-            }
-        } else {
-            Some(false)
-        };
-        let page = self.touch(id)?;
-        page.set(i, node);
-        if i >= 62
-            && let Some(stored) = child_stored
-        {
-            page.set_child_stored(i - 62, stored);
-        }
-        Ok(())
-    }
-
+    /// The node at (`key`, `depth`), a page top (depth a multiple of 6) or the root, with
+    /// `changes` below it: returns its new value. `stored` says whether the page below it (its
+    /// children's page) is stored in the old trie.
     fn update(
         &mut self,
         key: Key,
         depth: usize,
         old: NodeKind,
+        stored: bool,
         changes: &[TrieChange],
     ) -> Result<NodeKind> {
         if changes.is_empty() {
@@ -564,69 +484,190 @@ impl<'a> Update<'a> {
         {
             return Ok(*node);
         }
-        if depth.is_multiple_of(PAGE_LEVELS) && matches!(old, NodeKind::Branch(_)) {
-            let id = PageId::below(&key, depth);
-            if !self.old_stored(&key, depth)? {
-                let leaves = self.merged_leaves(&key, depth, changes)?;
-                return self.build(&key, depth, &leaves);
-            }
-            let delta: i64 = changes.iter().map(|c| c.delta).sum();
-            let threshold = self.threshold as i64;
-            let page = self.touch(id)?;
-            let count = page.count as i64 + delta;
-            if count < threshold {
-                let leaves = self.merged_leaves(&key, depth, changes)?;
-                self.remove_stored(id)?;
-                return Ok(subtrie(&leaves, depth));
-            }
-            page.count = count as u64;
-        }
+        debug_assert!(depth.is_multiple_of(PAGE_LEVELS));
         match old {
+            NodeKind::Branch(_) => {}
             NodeKind::Empty => {
                 let leaves: Vec<(Key, Hash)> = changes
                     .iter()
                     .filter_map(|c| c.leaf.map(|h| (c.key, h)))
                     .collect();
-                self.build(&key, depth, &leaves)
+                return self.build(&key, depth, &leaves);
             }
             NodeKind::Leaf(h) => {
-                let existing = scan_leaves(self.src, &mut self.cursor, &key, depth)?;
-                let [(k, _)] = existing[..] else {
-                    return Err(self.src.inconsistent(format!(
-                        "a trie leaf at depth {depth} covers {} keys",
-                        existing.len()
-                    )));
-                };
-                let leaves = merge_changes(&[(k, h)], changes);
-                self.build(&key, depth, &leaves)
+                let leaves = self.around_leaf(&key, depth, h, changes)?;
+                return self.build(&key, depth, &leaves);
+            }
+        }
+        if depth >= KEY_BITS {
+            return Err(self.src.inconsistent("a branch at depth 248".into()));
+        }
+        if !stored {
+            let leaves = self.merged_leaves(&key, depth, changes)?;
+            return self.build(&key, depth, &leaves);
+        }
+        let id = PageId::below(&key, depth);
+        let (mut page, old_ref) = self.take_page(id)?;
+        let delta: i64 = changes.iter().map(|c| c.delta).sum();
+        let count = page.count as i64 + delta;
+        if count < self.threshold as i64 {
+            let leaves = self.merged_leaves(&key, depth, changes)?;
+            self.remove_stored(id, page.stored, old_ref)?;
+            return Ok(subtrie(&leaves, depth));
+        }
+        page.count = count as u64;
+        let result = self.update_within(&mut page, depth, key, depth, changes);
+        self.touched.insert(id, Touched::Live(page, old_ref));
+        result
+    }
+
+    /// The branch at (`key`, `depth`) whose children lie in `page` (the page whose top is at
+    /// depth `top`), with `changes` below it: updates its children in `page` and returns its
+    /// new value.
+    fn update_within(
+        &mut self,
+        page: &mut TriePage,
+        top: usize,
+        key: Key,
+        depth: usize,
+        changes: &[TrieChange],
+    ) -> Result<NodeKind> {
+        if depth >= KEY_BITS {
+            return Err(self.src.inconsistent("a branch at depth 248".into()));
+        }
+        let split = changes.partition_point(|c| !c.key.bit(depth));
+        let lkey = key.with_bit(depth, false);
+        let rkey = key.with_bit(depth, true);
+        let (li, ri) = child_indices(&key, top, depth);
+        let (lold, rold) = (page.node(li), page.node(ri));
+        let l = self.child(page, top, lkey, depth + 1, li, lold, &changes[..split])?;
+        let r = self.child(page, top, rkey, depth + 1, ri, rold, &changes[split..])?;
+        let (l_at, r_at, result) = match (l, r) {
+            (NodeKind::Empty, NodeKind::Empty) => {
+                (NodeKind::Empty, NodeKind::Empty, NodeKind::Empty)
+            }
+            (NodeKind::Empty, NodeKind::Leaf(x)) | (NodeKind::Leaf(x), NodeKind::Empty) => {
+                (NodeKind::Empty, NodeKind::Empty, NodeKind::Leaf(x))
+            }
+            (l, r) => (l, r, NodeKind::Branch(hash_branch(&l.hash(), &r.hash()))),
+        };
+        self.place(
+            page,
+            &lkey,
+            depth + 1,
+            li,
+            l_at,
+            !changes[..split].is_empty(),
+        );
+        self.place(
+            page,
+            &rkey,
+            depth + 1,
+            ri,
+            r_at,
+            !changes[split..].is_empty(),
+        );
+        Ok(result)
+    }
+
+    /// The child at (`key`, `depth`), node `index` of `page`, with `changes` below it: its new
+    /// value (not yet written into `page`).
+    #[allow(clippy::too_many_arguments)]
+    fn child(
+        &mut self,
+        page: &mut TriePage,
+        top: usize,
+        key: Key,
+        depth: usize,
+        index: usize,
+        old: NodeKind,
+        changes: &[TrieChange],
+    ) -> Result<NodeKind> {
+        if changes.is_empty() {
+            return Ok(old);
+        }
+        match old {
+            NodeKind::Branch(_) if depth < top + PAGE_LEVELS => {
+                self.update_within(page, top, key, depth, changes)
             }
             NodeKind::Branch(_) => {
-                if depth >= KEY_BITS {
-                    return Err(self.src.inconsistent("a branch at depth 248".into()));
-                }
-                let split = changes.partition_point(|c| !c.key.bit(depth));
-                let lkey = key.with_bit(depth, false);
-                let rkey = key.with_bit(depth, true);
-                let lold = self.node_at(&lkey, depth + 1)?;
-                let rold = self.node_at(&rkey, depth + 1)?;
-                let l = self.update(lkey, depth + 1, lold, &changes[..split])?;
-                let r = self.update(rkey, depth + 1, rold, &changes[split..])?;
-                let (l_at, r_at, result) = match (l, r) {
-                    (NodeKind::Empty, NodeKind::Empty) => {
-                        (NodeKind::Empty, NodeKind::Empty, NodeKind::Empty)
+                let stored = page.child_stored(index - 62);
+                self.update(key, depth, old, stored, changes)
+            }
+            NodeKind::Empty => {
+                let leaves: Vec<(Key, Hash)> = changes
+                    .iter()
+                    .filter_map(|c| c.leaf.map(|h| (c.key, h)))
+                    .collect();
+                self.build_within(page, top, &key, depth, &leaves)
+            }
+            NodeKind::Leaf(h) => {
+                let leaves = self.around_leaf(&key, depth, h, changes)?;
+                self.build_within(page, top, &key, depth, &leaves)
+            }
+        }
+    }
+
+    /// Writes `node` as node `index` of `page` (at `depth` on `key`'s path); for a bottom node,
+    /// also whether the page below it is stored, when `changed` below.
+    fn place(
+        &self,
+        page: &mut TriePage,
+        key: &Key,
+        depth: usize,
+        index: usize,
+        node: NodeKind,
+        changed: bool,
+    ) {
+        page.set(index, node);
+        if index >= 62 {
+            let stored = match node {
+                NodeKind::Branch(_) if changed => {
+                    match self.touched.get(&PageId::below(key, depth)) {
+                        Some(Touched::Live(..)) => true,
+                        Some(Touched::Removed(_)) | None => false,
                     }
-                    (NodeKind::Empty, NodeKind::Leaf(x)) | (NodeKind::Leaf(x), NodeKind::Empty) => {
-                        (NodeKind::Empty, NodeKind::Empty, NodeKind::Leaf(x))
-                    }
-                    (l, r) => (l, r, NodeKind::Branch(hash_branch(&l.hash(), &r.hash()))),
-                };
-                if l_at != lold || !changes[..split].is_empty() {
-                    self.set(&lkey, depth + 1, l_at)?;
                 }
-                if r_at != rold || !changes[split..].is_empty() {
-                    self.set(&rkey, depth + 1, r_at)?;
-                }
-                Ok(result)
+                NodeKind::Branch(_) => page.child_stored(index - 62),
+                _ => false,
+            };
+            page.set_child_stored(index - 62, stored);
+        }
+    }
+
+    /// The keys under a leaf's position after the changes: the leaf's own key (read from the
+    /// flat store) merged with the changes.
+    fn around_leaf(
+        &mut self,
+        key: &Key,
+        depth: usize,
+        hash: Hash,
+        changes: &[TrieChange],
+    ) -> Result<Vec<(Key, Hash)>> {
+        let existing = scan_leaves(self.src, &mut self.cursor, key, depth)?;
+        let [(k, _)] = existing[..] else {
+            return Err(self.src.inconsistent(format!(
+                "a trie leaf at depth {depth} covers {} keys",
+                existing.len()
+            )));
+        };
+        Ok(merge_changes(&[(k, hash)], changes))
+    }
+
+    /// A stored page, taken out of the update's pages (or copied from the committed state) to
+    /// be changed, with the reference of the committed page it replaces.
+    fn take_page(&mut self, id: PageId) -> Result<(Box<TriePage>, Option<PageRef>)> {
+        match self.touched.remove(&id) {
+            Some(Touched::Live(page, old)) => Ok((page, old)),
+            Some(Touched::Removed(_)) => Err(self
+                .src
+                .inconsistent(format!("trie page {id:?} written after removal"))),
+            None => {
+                let (page, r) = self.src.page(&id)?.ok_or_else(|| {
+                    self.src
+                        .inconsistent(format!("trie page {id:?} is missing"))
+                })?;
+                Ok((TriePage::decode(&page), Some(r)))
             }
         }
     }
@@ -645,47 +686,69 @@ impl<'a> Update<'a> {
         Ok(merge_changes(&old, changes))
     }
 
-    /// Builds the subtrie of `leaves` at (`key`, `depth`) from nothing, storing the pages of
-    /// positions with at least `T` keys below.
+    /// Builds from nothing the subtrie of `leaves` at a page top (`key`, `depth`), storing a
+    /// page below it if it has at least `T` keys.
     fn build(&mut self, key: &Key, depth: usize, leaves: &[(Key, Hash)]) -> Result<NodeKind> {
+        if (leaves.len() as u64) < self.threshold.max(2) {
+            return Ok(subtrie(leaves, depth));
+        }
+        let id = PageId::below(key, depth);
+        let old = match self.touched.remove(&id) {
+            Some(Touched::Live(_, old)) | Some(Touched::Removed(old)) => old,
+            None => None,
+        };
+        let mut page = TriePage::empty(leaves.len() as u64);
+        let result = self.build_branch(&mut page, depth, key, depth, leaves);
+        self.touched.insert(id, Touched::Live(page, old));
+        result
+    }
+
+    /// Builds from nothing the subtrie of `leaves` at (`key`, `depth`), a position in `page`
+    /// (whose top is at `top`) or its top.
+    fn build_within(
+        &mut self,
+        page: &mut TriePage,
+        top: usize,
+        key: &Key,
+        depth: usize,
+        leaves: &[(Key, Hash)],
+    ) -> Result<NodeKind> {
         if leaves.len() < 2 {
             return Ok(subtrie(leaves, depth));
         }
-        if depth.is_multiple_of(PAGE_LEVELS) {
-            if (leaves.len() as u64) < self.threshold {
-                return Ok(subtrie(leaves, depth));
-            }
-            let id = PageId::below(key, depth);
-            let old = match self.touched.remove(&id) {
-                Some(Touched::Live(_, old)) | Some(Touched::Removed(old)) => old,
-                None => None,
-            };
-            self.touched
-                .insert(id, Touched::Live(TriePage::empty(leaves.len() as u64), old));
+        if depth == top + PAGE_LEVELS {
+            return self.build(key, depth, leaves);
+        }
+        self.build_branch(page, top, key, depth, leaves)
+    }
+
+    /// The branch over two or more `leaves` at (`key`, `depth`), its children written into
+    /// `page`.
+    fn build_branch(
+        &mut self,
+        page: &mut TriePage,
+        top: usize,
+        key: &Key,
+        depth: usize,
+        leaves: &[(Key, Hash)],
+    ) -> Result<NodeKind> {
+        if depth >= KEY_BITS {
+            return Err(self.src.inconsistent("two equal keys".into()));
         }
         let split = leaves.partition_point(|(k, _)| !k.bit(depth));
         let lkey = key.with_bit(depth, false);
         let rkey = key.with_bit(depth, true);
-        let l = self.build(&lkey, depth + 1, &leaves[..split])?;
-        let r = self.build(&rkey, depth + 1, &leaves[split..])?;
-        self.set(&lkey, depth + 1, l)?;
-        self.set(&rkey, depth + 1, r)?;
+        let (li, ri) = child_indices(key, top, depth);
+        let l = self.build_within(page, top, &lkey, depth + 1, &leaves[..split])?;
+        let r = self.build_within(page, top, &rkey, depth + 1, &leaves[split..])?;
+        self.place(page, &lkey, depth + 1, li, l, true);
+        self.place(page, &rkey, depth + 1, ri, r, true);
         Ok(NodeKind::Branch(hash_branch(&l.hash(), &r.hash())))
     }
 
-    /// Drops the stored page `id` and every stored page below it.
-    fn remove_stored(&mut self, id: PageId) -> Result<()> {
-        let (stored_bits, old) = match self.touched.get(&id) {
-            Some(Touched::Live(p, old)) => (p.stored, *old),
-            Some(Touched::Removed(_)) => return Ok(()),
-            None => match self.src.page(&id)? {
-                Some((p, r)) => (
-                    u64::from_le_bytes(p.bytes()[STORED_AT..COUNT_AT].try_into().expect("8")),
-                    Some(r),
-                ),
-                None => return Ok(()),
-            },
-        };
+    /// Drops the stored page `id` (with its stored-child bits and reference) and every stored
+    /// page below it.
+    fn remove_stored(&mut self, id: PageId, stored_bits: u64, old: Option<PageRef>) -> Result<()> {
         self.touched.insert(id, Touched::Removed(old));
         for j in 0..64usize {
             if stored_bits >> j & 1 == 1 {
@@ -694,11 +757,39 @@ impl<'a> Update<'a> {
                 for b in 0..PAGE_LEVELS {
                     path = path.with_bit(top + b, (j >> (PAGE_LEVELS - 1 - b)) & 1 == 1);
                 }
-                self.remove_stored(PageId::below(&path, top + PAGE_LEVELS))?;
+                let child = PageId::below(&path, top + PAGE_LEVELS);
+                let (bits, r) = match self.touched.remove(&child) {
+                    Some(Touched::Live(p, r)) => (p.stored, r),
+                    Some(Touched::Removed(r)) => {
+                        self.touched.insert(child, Touched::Removed(r));
+                        continue;
+                    }
+                    None => match self.src.page(&child)? {
+                        Some((p, r)) => (raw_stored_bits(&p), Some(r)),
+                        None => continue,
+                    },
+                };
+                self.remove_stored(child, bits, r)?;
             }
         }
         Ok(())
     }
+}
+
+/// The indices, in the page whose top is at `top`, of the two children of the node at
+/// (`key`, `depth`).
+fn child_indices(key: &Key, top: usize, depth: usize) -> (usize, usize) {
+    let r = depth + 1 - top;
+    let mut j = 0usize;
+    for i in top..depth {
+        j = (j << 1) | key.bit(i) as usize;
+    }
+    let left = (1 << r) - 2 + 2 * j;
+    (left, left + 1)
+}
+
+fn raw_stored_bits(page: &PageBuf) -> u64 {
+    u64::from_le_bytes(page.bytes()[STORED_AT..COUNT_AT].try_into().expect("8"))
 }
 
 /// Merges sorted (key, leaf hash) pairs with sorted changes.
@@ -845,9 +936,9 @@ mod tests {
         assert_eq!(node_index(&k, 6), 62);
         assert_eq!(node_index(&Key([0xFF; 31]), 6), 125);
         assert_eq!(node_index(&Key([0xFF; 31]), 7), 1);
-        assert_eq!(PageId::holding(&k, 6), PageId::root_page());
-        assert_eq!(PageId::holding(&k, 7).layer, 1);
-        assert_eq!(PageId::holding(&k, 248).layer, 41);
+        assert_eq!(PageId::below(&k, 0), PageId::root_page());
+        assert_eq!(PageId::below(&k, 6).layer, 1);
+        assert_eq!(PageId::below(&k, 246).layer, 41);
         assert_eq!(node_index(&Key([0xFF; 31]), 248), (1 << 2) - 2 + 3);
     }
 
