@@ -663,22 +663,32 @@ impl Nomt {
     }
 
     /// Reads ahead the stored trie pages on the paths of sorted `keys`, a layer at a time.
+    /// Where a key's stored pages end, the trie is rebuilt from the flat-store keys under the
+    /// last page's path: the leaves holding the ends of those ranges are read ahead too.
     fn prefetch_trie(&self, version: &Version, keys: &[Key]) -> Result<()> {
         let mut keys: Vec<Key> = keys.to_vec();
+        let mut range_ends: Vec<Key> = Vec::new();
         for layer in 0..=trie::MAX_LAYER {
             if keys.is_empty() {
                 break;
             }
             let ids = trie::page_ids_at(&keys, layer);
             let table_keys: Vec<Key> = ids.iter().map(|(id, _)| id.table_key()).collect();
-            btree::prefetch_paths(&self.pager, version.pt_root, &table_keys)?;
             let found = btree::get_many(&self.pager, version.pt_root, &table_keys)?;
             let mut refs = Vec::new();
             let mut below = Vec::new();
             for ((_, range), payload) in ids.iter().zip(found) {
-                if let Some(r) = payload.and_then(|p| PageRef::decode(p.bytes())) {
-                    refs.push(r);
-                    below.extend_from_slice(&keys[range.clone()]);
+                match payload.and_then(|p| PageRef::decode(p.bytes())) {
+                    Some(r) => {
+                        refs.push(r);
+                        below.extend_from_slice(&keys[range.clone()]);
+                    }
+                    None => {
+                        let key = keys[range.start];
+                        let depth = layer * trie::PAGE_LEVELS;
+                        range_ends.push(key.prefix(depth));
+                        range_ends.push(key.prefix_end(depth));
+                    }
                 }
             }
             self.pager
@@ -687,7 +697,9 @@ impl Nomt {
                 });
             keys = below;
         }
-        Ok(())
+        range_ends.sort_unstable();
+        range_ends.dedup();
+        btree::prefetch_paths(&self.pager, version.flat_root, &range_ends)
     }
 
     /// Makes `version` the durable state: writes its free list (every page `version` does

@@ -120,6 +120,9 @@ pub struct Measurement {
     peak_rss_mib: f64,
     disk_mib: f64,
     written_bytes_per_op: f64,
+    /// Where an average commit's time went (`bmt` only).
+    #[serde(default)]
+    phases: Option<String>,
 }
 
 /// What the load child reports.
@@ -158,18 +161,28 @@ trait Engine {
     fn read(&mut self, key: &[u8; 32]) -> Result<Option<Vec<u8>>>;
     fn write(&mut self, key: &[u8; 32], value: Vec<u8>) -> Result<()>;
     fn commit(&mut self) -> Result<()>;
+    /// Where an average commit's time went, if the engine says.
+    fn phases(&self) -> Option<String> {
+        None
+    }
     fn close(self: Box<Self>) -> Result<()>;
 }
 
 struct BmtEngine {
     db: bmt::Nomt,
+    phases: bmt::CommitStats,
+    commits: u32,
 }
 
 impl BmtEngine {
     fn open(dir: &Path, cache_mb: u64) -> Result<Self> {
         let db = bmt::Nomt::open(bmt::Options::new(dir).page_cache_size(cache_mb << 20))
             .with_context(|| format!("opening {}", dir.display()))?;
-        Ok(BmtEngine { db })
+        Ok(BmtEngine {
+            db,
+            phases: bmt::CommitStats::default(),
+            commits: 0,
+        })
     }
 
     fn key(key: &[u8; 32]) -> Key {
@@ -190,7 +203,30 @@ impl Engine for BmtEngine {
 
     fn commit(&mut self) -> Result<()> {
         self.db.commit()?;
+        let s = self.db.last_commit_stats();
+        self.phases.classify += s.classify;
+        self.phases.trie += s.trie;
+        self.phases.btree += s.btree;
+        self.phases.write += s.write;
+        self.phases.sync += s.sync;
+        self.phases.pages_written += s.pages_written;
+        self.commits += 1;
         Ok(())
+    }
+
+    fn phases(&self) -> Option<String> {
+        let n = self.commits.max(1);
+        let ms = |d: Duration| d.as_secs_f64() * 1e3 / n as f64;
+        Some(format!(
+            "lookups {:.1} ms, trie and flat store {:.1} ms, page table {:.1} ms, \
+             writes {:.1} ms, sync {:.1} ms; {} pages written",
+            ms(self.phases.classify),
+            ms(self.phases.trie),
+            ms(self.phases.btree),
+            ms(self.phases.write),
+            ms(self.phases.sync),
+            self.phases.pages_written / n as u64
+        ))
     }
 
     fn close(self: Box<Self>) -> Result<()> {
@@ -442,8 +478,20 @@ fn load(args: &Args, backend: Backend, dir: &Path) -> Result<Loaded> {
 /// Runs the workload and measures it.
 fn measure(args: &Args, backend: Backend, dir: &Path) -> Result<Measurement> {
     let n = 1u64 << args.capacity;
+    // Each run on a database writes new values (a rerun of the same values would write
+    // nothing): runs are counted in the database's directory.
+    let runs_file = dir.join("runs");
+    let run: u64 = std::fs::read_to_string(&runs_file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    std::fs::write(&runs_file, (run + 1).to_string())?;
     let mut engine = open_engine(backend, dir, args)?;
-    let mut rng = ChaCha8Rng::seed_from_u64(args.seed.wrapping_add(2));
+    let mut rng = ChaCha8Rng::seed_from_u64(
+        args.seed
+            .wrapping_add(2)
+            .wrapping_add(run.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+    );
     let mut commit_times: Vec<Duration> = Vec::new();
     let mut read_times: Vec<Duration> = Vec::new();
     let written_before = io_write_bytes();
@@ -504,6 +552,7 @@ fn measure(args: &Args, backend: Backend, dir: &Path) -> Result<Measurement> {
     }
     let seconds = start.elapsed().as_secs_f64();
     let written = io_write_bytes().saturating_sub(written_before);
+    let phases = engine.phases();
     engine.close()?;
     let ops = commit_times.len() as f64 * args.size as f64;
     commit_times.sort();
@@ -525,6 +574,7 @@ fn measure(args: &Args, backend: Backend, dir: &Path) -> Result<Measurement> {
         peak_rss_mib: peak_rss_mib(),
         disk_mib: dir_size(dir)? as f64 / (1 << 20) as f64,
         written_bytes_per_op: written as f64 / ops.max(1.0),
+        phases,
     })
 }
 
@@ -579,6 +629,9 @@ fn print_table(results: &[Measurement], backends: &[Backend]) {
             print!("{:>16.2}", a / b);
         }
         println!();
+    }
+    if let Some(p) = results.iter().rev().find_map(|m| m.phases.as_ref()) {
+        println!("bmt commit phases (last run): {p}");
     }
 }
 
