@@ -30,9 +30,9 @@ use parking_lot::{Mutex, RwLock};
 use crate::btree;
 use crate::error::{Error, Result};
 use crate::flat::{self, Entry};
-use crate::freelist::FreeSpace;
+use crate::freelist::{Delta, FreeSpace};
 use crate::io::{DirLock, Storage};
-use crate::meta::{Meta, MetaError};
+use crate::meta::{MAX_JOURNAL, Meta, MetaError};
 use crate::options::Options;
 use crate::page::{PAGE_REF_SIZE, PageKind, PageRef, SharedPage};
 use crate::pager::{Pager, WriteBatch};
@@ -147,12 +147,26 @@ struct Space {
     pending: Vec<(u64, Vec<(u64, u64)>)>,
     /// Pages in use: the logical end of the file.
     page_count: u64,
-    /// The free-list chain of the last meta record (freed when the next one is written).
-    freelist_pages: Vec<u64>,
+    /// The free list as the last meta record has it, and what changed since.
+    list: ListState,
     /// The last commit whose meta record is durable.
     durable_seq: u64,
     /// The state of the last durable meta record (for a deferred-durability sync).
     meta_rollback: [u8; 48],
+}
+
+/// The persisted free list: a full list, then a journal of changes, one entry per meta record
+/// (so that a small commit writes one journal page, not the whole list).
+#[derive(Debug, Clone, Default)]
+struct ListState {
+    full: Option<PageRef>,
+    full_pages: Vec<u64>,
+    journal: Option<PageRef>,
+    journal_pages: Vec<u64>,
+    /// Runs no longer free since the last meta record (allocations from the free space).
+    removed: Vec<(u64, u64)>,
+    /// Runs freed since the last meta record.
+    added: Vec<(u64, u64)>,
 }
 
 /// An embedded, persistent, authenticated JAM state database.
@@ -227,6 +241,8 @@ impl Nomt {
                     flat_root: None,
                     pt_root: None,
                     freelist: None,
+                    journal: None,
+                    journal_len: 0,
                     page_count: 2,
                     key_count: 0,
                     elide_below: options.elide_below,
@@ -250,19 +266,44 @@ impl Nomt {
                 given: hasher.name().to_string(),
             });
         }
-        // The free list of the record in force.
+        // The free list of the record in force: the full list, then its journal.
         let mut free = FreeSpace::new();
-        let mut freelist_pages = Vec::new();
+        let mut list = ListState {
+            full: meta.freelist,
+            journal: meta.journal,
+            ..ListState::default()
+        };
         let mut next = meta.freelist;
         while let Some(r) = next {
-            if freelist_pages.len() as u64 > meta.page_count {
+            if list.full_pages.len() as u64 > meta.page_count {
                 return Err(pager.corrupted(r.pgno, "free-list chain loops"));
             }
             let page = pager.read_uncached(r.pgno, PageKind::FreeList, Some(r.crc))?;
-            freelist_pages.push(r.pgno);
+            list.full_pages.push(r.pgno);
             next = free
                 .decode_page(&page)
                 .map_err(|e| pager.corrupted(r.pgno, e))?;
+        }
+        let mut deltas = Vec::new();
+        let mut next = meta.journal;
+        while let Some(r) = next {
+            if deltas.len() as u32 >= meta.journal_len {
+                return Err(pager.corrupted(r.pgno, "free-list journal longer than recorded"));
+            }
+            let page = pager.read_uncached(r.pgno, PageKind::FreeListDelta, Some(r.crc))?;
+            let delta = Delta::decode(&page).map_err(|e| pager.corrupted(r.pgno, e))?;
+            next = delta.prev;
+            list.journal_pages.push(r.pgno);
+            deltas.push((r.pgno, delta));
+        }
+        if deltas.len() as u32 != meta.journal_len {
+            return Err(pager.corrupted(0, "free-list journal shorter than recorded"));
+        }
+        list.journal_pages.reverse();
+        for (pgno, delta) in deltas.iter().rev() {
+            delta
+                .apply(&mut free)
+                .map_err(|e| pager.corrupted(*pgno, e))?;
         }
         if free.iter().any(|(s, l)| s + l > meta.page_count) {
             return Err(pager.corrupted(0, "free list names pages past the end of the data"));
@@ -287,7 +328,7 @@ impl Nomt {
                 free,
                 pending: Vec::new(),
                 page_count: meta.page_count,
-                freelist_pages,
+                list,
                 durable_seq: meta.seq,
                 meta_rollback: meta.rollback,
             }),
@@ -417,9 +458,15 @@ impl Nomt {
         self.check_usable()?;
         let mut space = self.writer.lock();
         let changes = std::mem::take(&mut *self.overlay.lock());
+        let page_count = space.page_count;
         match self.commit_changes(&mut space, &changes) {
             Ok(done) => Ok(done),
             Err(e) => {
+                // Give back the pages it took.
+                for (start, len) in space.free.take_allocated() {
+                    space.free.free(start, len);
+                }
+                space.page_count = page_count;
                 // Give the changes back, under anything staged since.
                 let mut overlay = self.overlay.lock();
                 for (k, v) in changes {
@@ -461,7 +508,8 @@ impl Nomt {
         let keys: Vec<Key> = changes.keys().copied().collect();
         // The old entries of the changed keys, and at the same time the trie pages on their
         // paths: both read many pages at a time.
-        let (olds, trie_ahead) = rayon::join(
+        let (olds, trie_ahead) = join(
+            changes.len(),
             || btree::get_many(&self.pager, base.flat_root, &keys),
             || self.prefetch_trie(&base, &keys),
         );
@@ -510,12 +558,14 @@ impl Nomt {
 
         // From here on, pages are allocated; work on a copy of the free space so that a
         // failure leaves the writer's state as it was.
-        let mut free = space.free.clone();
-        let mut page_count = space.page_count;
+        // Pages come from the free space, which logs what it hands out: a failed commit gives
+        // them back (see `commit`).
+        let free = &mut space.free;
+        let page_count = &mut space.page_count;
         let mut alloc_run = |n: u64| -> u64 {
             free.allocate(n).unwrap_or_else(|| {
-                let p = page_count;
-                page_count += n;
+                let p = *page_count;
+                *page_count += n;
                 p
             })
         };
@@ -553,7 +603,8 @@ impl Nomt {
         // The trie along the changed paths and the flat store, side by side: both read only
         // the committed state.
         // The flat store's new pages are written as soon as they have page numbers.
-        let (delta, flat) = rayon::join(
+        let (delta, flat) = join(
+            changes.len(),
             || {
                 trie::Update::run(
                     &src,
@@ -617,41 +668,40 @@ impl Nomt {
 
         stats.pages_written += out_pages.len() as u64;
         self.pager.submit_pages(out_pages, &writes);
+
+        // The free list of the new state goes with the same writes when the commit is made
+        // durable now.
+        let mut list = space.list.clone();
+        list.removed.extend(space.free.take_allocated());
+        list.added.extend(freed.iter().copied());
+        let mut pending = space.pending.clone();
+        pending.push((seq, freed));
+        let durable = self.options.durable_commits;
+        if durable {
+            let pages = self.prepare_list(
+                seq,
+                &mut space.free,
+                &mut space.page_count,
+                &mut pending,
+                &mut list,
+            );
+            self.pager.submit_pages(pages, &writes);
+        }
         lap(&mut stats.btree);
 
         // Wait for every write, then make them durable with the meta record.
         self.pager.wait(&writes)?;
-        let mut new_space_free = free;
-        let mut pending = std::mem::take(&mut space.pending);
-        pending.push((seq, freed));
-        let mut freelist_pages = space.freelist_pages.clone();
-        let mut durable_seq = space.durable_seq;
         lap(&mut stats.write);
-        if self.options.durable_commits {
-            let written = self.write_meta(
-                &version,
-                &mut new_space_free,
-                &mut page_count,
-                &mut pending,
-                &mut freelist_pages,
-                space.meta_rollback,
-            );
-            if let Err(e) = written {
-                space.pending = pending;
-                return Err(e);
-            }
-            durable_seq = seq;
+        if durable {
+            self.finish_meta(&version, space.page_count, &list, space.meta_rollback)?;
+            space.durable_seq = seq;
         }
-
         lap(&mut stats.sync);
         *self.last_commit.lock() = stats;
 
         // The commit happened: publish it.
-        space.free = new_space_free;
         space.pending = pending;
-        space.page_count = page_count;
-        space.freelist_pages = freelist_pages;
-        space.durable_seq = durable_seq;
+        space.list = list;
         let version = Arc::new(version);
         *self.current.write() = version.clone();
         self.history.lock().push(version);
@@ -702,21 +752,49 @@ impl Nomt {
         btree::prefetch_paths(&self.pager, version.flat_root, &range_ends)
     }
 
-    /// Makes `version` the durable state: writes its free list (every page `version` does
-    /// not use), syncs (with the commit's pages, written before), then writes the meta
-    /// record and syncs again. Pages of the previous free list are freed by this record.
-    fn write_meta(
+    /// The pages of the free list of the state of commit `seq`: a journal entry with what
+    /// changed since the last meta record or, every so often, the whole list (every page the
+    /// state does not use). Takes its pages from the free space.
+    fn prepare_list(
         &self,
-        version: &Version,
+        seq: u64,
         free: &mut FreeSpace,
         page_count: &mut u64,
         pending: &mut Vec<(u64, Vec<(u64, u64)>)>,
-        freelist_pages: &mut Vec<u64>,
-        rollback: [u8; 48],
-    ) -> Result<()> {
-        // The old free list is not needed once this record is durable.
-        let old_list: Vec<(u64, u64)> = freelist_pages.iter().map(|p| (*p, 1)).collect();
-        pending.push((version.seq, old_list));
+        list: &mut ListState,
+    ) -> Vec<(u64, SharedPage)> {
+        let take_page = |free: &mut FreeSpace, page_count: &mut u64| {
+            free.allocate(1).unwrap_or_else(|| {
+                let q = *page_count;
+                *page_count += 1;
+                q
+            })
+        };
+        list.removed.extend(free.take_allocated());
+        let journal_len = list.journal_pages.len() as u32;
+        if journal_len < MAX_JOURNAL && Delta::fits(list.removed.len() + 1, list.added.len()) {
+            // One journal entry. Its own page, if taken from the free space, is among the
+            // runs it removes.
+            let pgno = take_page(free, page_count);
+            list.removed.extend(free.take_allocated());
+            let delta = Delta {
+                prev: list.journal,
+                removed: std::mem::take(&mut list.removed),
+                added: std::mem::take(&mut list.added),
+            };
+            let (page, r) = delta.encode(pgno, seq);
+            list.journal = Some(r);
+            list.journal_pages.push(pgno);
+            return vec![(pgno, Arc::new(page))];
+        }
+        // The whole list. The pages of the old list and journal are free in the new one.
+        let old: Vec<(u64, u64)> = list
+            .full_pages
+            .iter()
+            .chain(&list.journal_pages)
+            .map(|p| (*p, 1))
+            .collect();
+        pending.push((seq, old));
         // The list pages come from the pages free now (or the file end); the list names
         // everything this state does not use, as a reopen sees it: free and pending pages.
         let mut pgnos: Vec<u64> = Vec::new();
@@ -732,25 +810,37 @@ impl Nomt {
                 break all;
             }
             while pgnos.len() < needed {
-                let p = free.allocate(1).unwrap_or_else(|| {
-                    let q = *page_count;
-                    *page_count += 1;
-                    q
-                });
-                pgnos.push(p);
+                pgnos.push(take_page(free, page_count));
             }
         };
-        let (head, pages) = all.encode(&pgnos, version.seq);
-        let pages: Vec<(u64, SharedPage)> =
-            pages.into_iter().map(|(p, b)| (p, Arc::new(b))).collect();
-        self.pager.write_pages(pages)?;
+        free.take_allocated();
+        let (head, pages) = all.encode(&pgnos, seq);
+        *list = ListState {
+            full: head,
+            full_pages: pgnos,
+            ..ListState::default()
+        };
+        pages.into_iter().map(|(p, b)| (p, Arc::new(b))).collect()
+    }
+
+    /// Makes the written pages durable, then writes the meta record of `version` (with the
+    /// free list `list`) and makes it durable: the commit point.
+    fn finish_meta(
+        &self,
+        version: &Version,
+        page_count: u64,
+        list: &ListState,
+        rollback: [u8; 48],
+    ) -> Result<()> {
         let meta = Meta {
             seq: version.seq,
             root: version.root,
             flat_root: version.flat_root,
             pt_root: version.pt_root,
-            freelist: head,
-            page_count: *page_count,
+            freelist: list.full,
+            journal: list.journal,
+            journal_len: list.journal_pages.len() as u32,
+            page_count,
             key_count: version.key_count,
             elide_below: self.elide_below,
             hasher: self.hasher.name().to_string(),
@@ -759,7 +849,6 @@ impl Nomt {
         self.pager.sync()?;
         self.pager.write_uncached(version.seq % 2, &meta.encode())?;
         self.pager.sync()?;
-        *freelist_pages = pgnos;
         Ok(())
     }
 
@@ -802,28 +891,34 @@ impl Nomt {
     /// Makes every commit so far durable (a no-op when commits are durable already).
     pub fn sync(&self) -> Result<()> {
         self.check_usable()?;
-        let mut space = self.writer.lock();
+        let mut guard = self.writer.lock();
+        let space = &mut *guard;
         let version = self.version();
         if space.durable_seq == version.seq {
             return Ok(());
         }
-        let mut free = space.free.clone();
-        let mut page_count = space.page_count;
-        let mut pending = std::mem::take(&mut space.pending);
-        let mut freelist_pages = space.freelist_pages.clone();
-        let result = self.write_meta(
-            &version,
-            &mut free,
-            &mut page_count,
+        let mut pending = space.pending.clone();
+        let mut list = space.list.clone();
+        let page_count_before = space.page_count;
+        let pages = self.prepare_list(
+            version.seq,
+            &mut space.free,
+            &mut space.page_count,
             &mut pending,
-            &mut freelist_pages,
-            space.meta_rollback,
+            &mut list,
         );
+        let result = self.pager.write_pages(pages).and_then(|()| {
+            self.finish_meta(&version, space.page_count, &list, space.meta_rollback)
+        });
+        if let Err(e) = result {
+            for (start, len) in space.free.take_allocated() {
+                space.free.free(start, len);
+            }
+            space.page_count = page_count_before;
+            return Err(e);
+        }
         space.pending = pending;
-        result?;
-        space.free = free;
-        space.page_count = page_count;
-        space.freelist_pages = freelist_pages;
+        space.list = list;
         space.durable_seq = version.seq;
         Ok(())
     }
@@ -860,6 +955,22 @@ impl std::fmt::Debug for Nomt {
 impl Drop for Nomt {
     fn drop(&mut self) {
         let _ = self.close();
+    }
+}
+
+/// Runs two closures, side by side for batches large enough to be worth a thread hand-over
+/// (waking a worker costs tens of microseconds: more than a small commit's whole work).
+fn join<A, B, RA, RB>(changes: usize, a: A, b: B) -> (RA, RB)
+where
+    A: FnOnce() -> RA + Send,
+    B: FnOnce() -> RB + Send,
+    RA: Send,
+    RB: Send,
+{
+    if changes < 64 {
+        (a(), b())
+    } else {
+        rayon::join(a, b)
     }
 }
 

@@ -25,11 +25,21 @@ use crate::page::{HEADER_SIZE, PAGE_REF_SIZE, PAGE_SIZE, PageBuf, PageKind, Page
 pub const EXTENTS_PER_PAGE: usize = (PAGE_SIZE - HEADER_SIZE - PAGE_REF_SIZE) / 16;
 
 /// A set of free page runs, kept coalesced.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct FreeSpace {
     /// First page → run length.
     runs: BTreeMap<u64, u64>,
+    /// Runs handed out by [`FreeSpace::allocate`] since [`FreeSpace::take_allocated`].
+    allocated: Vec<(u64, u64)>,
 }
+
+impl PartialEq for FreeSpace {
+    fn eq(&self, other: &Self) -> bool {
+        self.runs == other.runs
+    }
+}
+
+impl Eq for FreeSpace {}
 
 impl FreeSpace {
     /// No free pages.
@@ -85,7 +95,31 @@ impl FreeSpace {
         if rlen > len {
             self.runs.insert(start + len, rlen - len);
         }
+        self.allocated.push((start, len));
         Some(start)
+    }
+
+    /// The runs allocated since the last call.
+    pub fn take_allocated(&mut self) -> Vec<(u64, u64)> {
+        std::mem::take(&mut self.allocated)
+    }
+
+    /// Removes `len` pages from `start`, which must all be free; returns whether they were.
+    pub fn remove(&mut self, start: u64, len: u64) -> bool {
+        let Some((&s, &l)) = self.runs.range(..=start).next_back() else {
+            return false;
+        };
+        if len == 0 || start + len > s + l {
+            return false;
+        }
+        self.runs.remove(&s);
+        if start > s {
+            self.runs.insert(s, start - s);
+        }
+        if start + len < s + l {
+            self.runs.insert(start + len, s + l - start - len);
+        }
+        true
     }
 
     /// Whether `pgno` is free.
@@ -153,13 +187,101 @@ impl FreeSpace {
         Ok(next)
     }
 
-    fn overlaps(&self, start: u64, len: u64) -> bool {
+    /// Whether any of `len` pages from `start` is free.
+    pub fn overlaps(&self, start: u64, len: u64) -> bool {
         if let Some((s, l)) = self.runs.range(..=start).next_back()
             && s + l > start
         {
             return true;
         }
         self.runs.range(start..start + len).next().is_some()
+    }
+}
+
+/// Runs a free-list journal page holds (removed and added together).
+pub const DELTA_RUNS: usize = (PAGE_SIZE - HEADER_SIZE - PAGE_REF_SIZE - 8) / 16;
+
+/// One entry of the free-list journal: how the free list of one meta record differs from the
+/// previous one's. Page layout after the common header (length field = number of runs):
+///
+/// | bytes | field |
+/// |---|---|
+/// | 0..12 | reference to the previous entry (zeros for the first after a full list) |
+/// | 12..16 | number of runs removed (allocated), u32 |
+/// | 16..20 | number of runs added (freed), u32 |
+/// | 20.. | the removed runs, then the added runs: first page (u64), pages (u64) |
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delta {
+    /// The entry before this one.
+    pub prev: Option<PageRef>,
+    /// Runs that stopped being free.
+    pub removed: Vec<(u64, u64)>,
+    /// Runs that became free.
+    pub added: Vec<(u64, u64)>,
+}
+
+impl Delta {
+    /// Whether it fits in one page.
+    pub fn fits(removed: usize, added: usize) -> bool {
+        removed + added <= DELTA_RUNS
+    }
+
+    /// Encodes into a sealed page at `pgno`; returns it and its reference.
+    pub fn encode(&self, pgno: u64, seq: u64) -> (Box<PageBuf>, PageRef) {
+        let mut page = PageBuf::zeroed();
+        let body = page.body_mut();
+        PageRef::encode_opt(self.prev, &mut body[..PAGE_REF_SIZE]);
+        body[12..16].copy_from_slice(&(self.removed.len() as u32).to_le_bytes());
+        body[16..20].copy_from_slice(&(self.added.len() as u32).to_le_bytes());
+        for (i, (s, l)) in self.removed.iter().chain(&self.added).enumerate() {
+            let at = 20 + 16 * i;
+            body[at..at + 8].copy_from_slice(&s.to_le_bytes());
+            body[at + 8..at + 16].copy_from_slice(&l.to_le_bytes());
+        }
+        let n = (self.removed.len() + self.added.len()) as u32;
+        let crc = page.seal(PageKind::FreeListDelta, n, seq, pgno);
+        (page, PageRef { pgno, crc })
+    }
+
+    /// Decodes a page that passed its checks.
+    pub fn decode(page: &PageBuf) -> Result<Delta, String> {
+        let body = page.body();
+        let removed = u32::from_le_bytes(body[12..16].try_into().expect("4 bytes")) as usize;
+        let added = u32::from_le_bytes(body[16..20].try_into().expect("4 bytes")) as usize;
+        if !Self::fits(removed, added) || removed + added != page.len_field() as usize {
+            return Err(format!(
+                "free-list journal entry with {removed} + {added} runs"
+            ));
+        }
+        let run = |i: usize| {
+            let at = 20 + 16 * i;
+            (
+                u64::from_le_bytes(body[at..at + 8].try_into().expect("8 bytes")),
+                u64::from_le_bytes(body[at + 8..at + 16].try_into().expect("8 bytes")),
+            )
+        };
+        Ok(Delta {
+            prev: PageRef::decode(&body[..PAGE_REF_SIZE]),
+            removed: (0..removed).map(run).collect(),
+            added: (removed..removed + added).map(run).collect(),
+        })
+    }
+
+    /// Applies the entry to the free list it follows; fails on a change that does not fit it
+    /// (a removed run not free, an added run already free).
+    pub fn apply(&self, free: &mut FreeSpace) -> Result<(), String> {
+        for &(s, l) in &self.removed {
+            if !free.remove(s, l) {
+                return Err(format!("journal removes {s}+{l}, which is not free"));
+            }
+        }
+        for &(s, l) in &self.added {
+            if l == 0 || s < 2 || s.checked_add(l).is_none() || free.overlaps(s, l) {
+                return Err(format!("journal frees {s}+{l}, which is free already"));
+            }
+            free.free(s, l);
+        }
+        Ok(())
     }
 }
 
@@ -180,6 +302,35 @@ mod tests {
         assert!(f.contains(14));
         assert!(!f.contains(15));
         assert_eq!((f.pages(), f.runs()), (2, 1));
+        assert_eq!(f.take_allocated(), vec![(10, 3)]);
+        f.free(20, 10);
+        assert!(f.remove(22, 3));
+        assert_eq!(
+            f.iter().collect::<Vec<_>>(),
+            vec![(13, 2), (20, 2), (25, 5)]
+        );
+        assert!(!f.remove(21, 3));
+    }
+
+    #[test]
+    fn journal_entries() {
+        let mut f = FreeSpace::new();
+        f.free(10, 10);
+        let d = Delta {
+            prev: Some(PageRef { pgno: 3, crc: 9 }),
+            removed: vec![(10, 2), (15, 1)],
+            added: vec![(40, 4)],
+        };
+        let (page, r) = d.encode(7, 5);
+        crate::page::verify(page.bytes(), PageKind::FreeListDelta, 7, Some(r.crc)).unwrap();
+        let back = Delta::decode(&page).unwrap();
+        assert_eq!(back, d);
+        back.apply(&mut f).unwrap();
+        assert_eq!(
+            f.iter().collect::<Vec<_>>(),
+            vec![(12, 3), (16, 4), (40, 4)]
+        );
+        assert!(back.apply(&mut f).is_err());
     }
 
     #[test]

@@ -22,7 +22,9 @@
 //! | 96..100 | trie page elision threshold |
 //! | 100..101 | length of the value hasher's name |
 //! | 101..133 | value hasher's name (ASCII, zero padded) |
-//! | 133..181 | rollback log state (see [`crate::rollback`]; zeros when none) |
+//! | 133..181 | reserved for the rollback log's state (zeros) |
+//! | 181..193 | newest free-list journal entry (zeros: none since the full list) |
+//! | 193..197 | number of journal entries (u32) |
 //!
 //! All integers are little endian.
 
@@ -34,6 +36,8 @@ use crate::page::{PAGE_REF_SIZE, PAGE_SIZE, PageBuf, PageKind, PageRef};
 pub const META_MAGIC: [u8; 4] = *b"BMTD";
 /// The on-disk format version this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
+/// Most entries the free-list journal has before a full free list is written again.
+pub const MAX_JOURNAL: u32 = 64;
 
 /// A decoded meta record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,8 +50,12 @@ pub struct Meta {
     pub flat_root: Option<PageRef>,
     /// Root of the trie page table.
     pub pt_root: Option<PageRef>,
-    /// Head of the free list.
+    /// Head of the full free list.
     pub freelist: Option<PageRef>,
+    /// Newest entry of the free-list journal.
+    pub journal: Option<PageRef>,
+    /// Entries in the journal.
+    pub journal_len: u32,
     /// Pages in use (logical file length).
     pub page_count: u64,
     /// Number of keys.
@@ -89,7 +97,9 @@ impl Meta {
         b[100] = n as u8;
         b[101..101 + n].copy_from_slice(&name[..n]);
         b[133..181].copy_from_slice(&self.rollback);
-        page.seal(PageKind::Meta, 181, self.seq, self.seq % 2);
+        PageRef::encode_opt(self.journal, &mut b[181..193]);
+        b[193..197].copy_from_slice(&self.journal_len.to_le_bytes());
+        page.seal(PageKind::Meta, 197, self.seq, self.seq % 2);
         page
     }
 
@@ -125,8 +135,16 @@ impl Meta {
             elide_below: u32::from_le_bytes(b[96..100].try_into().expect("4 bytes")),
             hasher,
             rollback: b[133..181].try_into().expect("48 bytes"),
+            journal: PageRef::decode(&b[181..193]),
+            journal_len: u32::from_le_bytes(b[193..197].try_into().expect("4 bytes")),
         };
-        for r in [meta.flat_root, meta.pt_root, meta.freelist]
+        if meta.journal_len > MAX_JOURNAL || meta.journal.is_some() != (meta.journal_len > 0) {
+            return Err(MetaError::Invalid(format!(
+                "free-list journal of {} entries",
+                meta.journal_len
+            )));
+        }
+        for r in [meta.flat_root, meta.pt_root, meta.freelist, meta.journal]
             .into_iter()
             .flatten()
         {
@@ -161,6 +179,8 @@ mod tests {
             elide_below: 20,
             hasher: "blake2b-256".into(),
             rollback: [4; 48],
+            journal: Some(PageRef { pgno: 4, crc: 3 }),
+            journal_len: 2,
         };
         let page = m.encode();
         crate::page::verify(page.bytes(), PageKind::Meta, 1, None).unwrap();

@@ -46,6 +46,8 @@ pub enum PageKind {
     FreeList = 5,
     /// The first page of a value stored out of line.
     Overflow = 6,
+    /// A free-list journal entry.
+    FreeListDelta = 7,
 }
 
 impl PageKind {
@@ -57,6 +59,7 @@ impl PageKind {
             4 => PageKind::Trie,
             5 => PageKind::FreeList,
             6 => PageKind::Overflow,
+            7 => PageKind::FreeListDelta,
             _ => return None,
         })
     }
