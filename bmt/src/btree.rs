@@ -821,7 +821,7 @@ mod tests {
 
     fn pager() -> Pager {
         let storage = MemStorage::new();
-        let file = storage.open(Path::new("/db/data"), true).unwrap();
+        let file = storage.open(Path::new("/db/data"), true, true).unwrap();
         Pager::new(
             file,
             Path::new("/db/data"),

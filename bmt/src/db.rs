@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use bmt_core::{Hash, Key, KeyError, LeafNode, LeafValue, MerkleProof, ValueHasher};
+use bmt_core::{Hash, Key, KeyError, LeafNode, LeafValue, MerkleProof, ValueHasher, Witness};
 use parking_lot::{Mutex, RwLock};
 
 use crate::btree;
@@ -33,9 +33,12 @@ use crate::flat::{self, Entry};
 use crate::freelist::{Delta, FreeSpace};
 use crate::io::{DirLock, Storage};
 use crate::meta::{MAX_JOURNAL, Meta, MetaError};
+use crate::metrics::Metrics;
 use crate::options::Options;
 use crate::page::{PAGE_REF_SIZE, PageKind, PageRef, SharedPage};
 use crate::pager::{Pager, WriteBatch};
+use crate::rollback::{LogOptions, LogState, ReverseDelta, RollbackLog};
+use crate::session::{Layer, Overlay, ReadSession, View, WriteSession, WriterGuard};
 use crate::trie::{self, NodeKind, PageId, TrieChange, TrieSource};
 
 /// The name of the data file inside the database directory.
@@ -94,14 +97,59 @@ pub(crate) struct Version {
 }
 
 /// The result of a commit.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// It holds the state before the commit (so that [`FinishedSession::generate_witness`] can
+/// prove against it): the pages of that state are not reused until it is dropped.
+#[derive(Debug, Clone)]
 pub struct FinishedSession {
     prev_root: Hash,
     root: Hash,
     seq: u64,
+    rollback_id: Option<u64>,
+    witness: Option<Arc<WitnessSource>>,
 }
 
+/// What a finished session needs to build its witness: the state before and the changes.
+#[derive(Debug)]
+pub(crate) struct WitnessSource {
+    pub(crate) db: Arc<Inner>,
+    pub(crate) view: View,
+    pub(crate) reads: BTreeMap<Key, Option<Vec<u8>>>,
+    pub(crate) writes: BTreeMap<Key, Option<Vec<u8>>>,
+}
+
+impl PartialEq for FinishedSession {
+    fn eq(&self, other: &Self) -> bool {
+        (self.prev_root, self.root, self.seq, self.rollback_id)
+            == (other.prev_root, other.root, other.seq, other.rollback_id)
+    }
+}
+
+impl Eq for FinishedSession {}
+
 impl FinishedSession {
+    /// The id of the commit in the rollback log (its sequence number), or `None` when the
+    /// rollback log is off.
+    pub fn rollback_id(&self) -> Option<u64> {
+        self.rollback_id
+    }
+
+    /// The witness of the commit: a proof of every key it wrote (and read, for a write session
+    /// that tracked reads) against [`FinishedSession::prev_root`], enough for a stateless
+    /// verifier to recompute [`FinishedSession::root`].
+    pub fn generate_witness(&self) -> Result<Witness> {
+        let w = self.witness.as_ref().ok_or(Error::WriterBusy(
+            "this commit kept no state to prove against",
+        ))?;
+        w.db.check_usable()?;
+        w.view.witness(&w.db, &w.reads, &w.writes, self.root)
+    }
+
+    pub(crate) fn with_witness(mut self, source: WitnessSource) -> Self {
+        self.witness = Some(Arc::new(source));
+        self
+    }
+
     /// The root before the commit.
     pub fn prev_root(&self) -> Hash {
         self.prev_root
@@ -151,8 +199,6 @@ struct Space {
     list: ListState,
     /// The last commit whose meta record is durable.
     durable_seq: u64,
-    /// The state of the last durable meta record (for a deferred-durability sync).
-    meta_rollback: [u8; 48],
 }
 
 /// The persisted free list: a full list, then a journal of changes, one entry per meta record
@@ -169,34 +215,48 @@ struct ListState {
     added: Vec<(u64, u64)>,
 }
 
-/// An embedded, persistent, authenticated JAM state database.
-///
-/// Writes go to an in-memory overlay that [`Nomt::get`] sees first; [`Nomt::commit`] applies
-/// them to disk atomically and returns the new state root. The handle is `Send + Sync`: reads
-/// may run on many threads while one thread commits.
-pub struct Nomt {
+/// The database behind a [`Nomt`] handle, shared with its sessions.
+pub(crate) struct Inner {
     path: PathBuf,
     options: Options,
-    pager: Pager,
-    hasher: Arc<dyn ValueHasher>,
-    elide_below: u32,
+    pub(crate) pager: Pager,
+    pub(crate) hasher: Arc<dyn ValueHasher>,
+    pub(crate) elide_below: u32,
     current: RwLock<Arc<Version>>,
     /// Versions handed to readers, to know which freed pages are still in use.
     history: Mutex<Vec<Arc<Version>>>,
-    overlay: Mutex<BTreeMap<Key, Option<Vec<u8>>>>,
+    pub(crate) overlay: Mutex<BTreeMap<Key, Option<Vec<u8>>>>,
     writer: Mutex<Space>,
     last_commit: Mutex<CommitStats>,
     closed: AtomicBool,
     lock: Mutex<Option<Box<dyn DirLock>>>,
+    /// The rollback log, when enabled.
+    log: Mutex<Option<RollbackLog>>,
+    /// Counters.
+    pub(crate) metrics: Metrics,
+    /// Whether a write session is open.
+    pub(crate) writer_active: AtomicBool,
 }
 
-impl Nomt {
+/// Changes to keys (`None`: a delete), in key order.
+pub(crate) type Changes = BTreeMap<Key, Option<Vec<u8>>>;
+
+/// What a commit does to the rollback log.
+#[derive(Debug, Clone, Copy)]
+enum LogAction {
+    /// Append the commit's reverse delta (when the log is enabled).
+    Append,
+    /// Drop the `n` newest deltas: the commit is their rollback, and must give `root`.
+    Pop { n: u32, root: Hash },
+}
+
+impl Inner {
     /// Opens (or creates) the database described by `options`.
     ///
     /// Opening reads the two meta records and takes the newer valid one: no part of the data
     /// is scanned. A second open of the same directory, from this process or another, fails
     /// with [`Error::Locked`] while the first handle is open.
-    pub fn open(options: Options) -> Result<Nomt> {
+    fn open(options: Options) -> Result<Inner> {
         let storage: Arc<dyn Storage> = options.storage.clone();
         let path = options.path.clone();
         let io_err = |source| Error::Io {
@@ -218,10 +278,12 @@ impl Nomt {
             .ok_or_else(|| Error::Locked(path.clone()))?;
         let data_path = path.join(DATA_FILE);
         let existed = storage.exists(&data_path).map_err(io_err)?;
-        let file = storage.open(&data_path, true).map_err(|source| Error::Io {
-            path: data_path.clone(),
-            source,
-        })?;
+        let file = storage
+            .open(&data_path, true, true)
+            .map_err(|source| Error::Io {
+                path: data_path.clone(),
+                source,
+            })?;
         let poisoned = Arc::new(AtomicBool::new(false));
         let pager = Pager::new(file, &data_path, options.page_cache_bytes, poisoned);
         let file_pages = pager.file_pages()?;
@@ -308,6 +370,25 @@ impl Nomt {
         if free.iter().any(|(s, l)| s + l > meta.page_count) {
             return Err(pager.corrupted(0, "free list names pages past the end of the data"));
         }
+        let log = if options.rollback {
+            let state = LogState::decode(&meta.rollback);
+            Some(RollbackLog::open(
+                storage.clone(),
+                LogOptions {
+                    retained: options.rollback_retained,
+                    memory_commits: options.rollback_memory_commits,
+                    memory_bytes: options.rollback_memory_bytes,
+                    segment_size: options.rollback_segment_size,
+                    dir: options
+                        .rollback_dir
+                        .clone()
+                        .unwrap_or_else(|| path.join("rollback")),
+                },
+                state,
+            )?)
+        } else {
+            None
+        };
         let version = Arc::new(Version {
             seq: meta.seq,
             root: meta.root,
@@ -315,7 +396,7 @@ impl Nomt {
             flat_root: meta.flat_root,
             pt_root: meta.pt_root,
         });
-        Ok(Nomt {
+        Ok(Inner {
             path,
             elide_below: meta.elide_below,
             options,
@@ -330,20 +411,17 @@ impl Nomt {
                 page_count: meta.page_count,
                 list,
                 durable_seq: meta.seq,
-                meta_rollback: meta.rollback,
             }),
             last_commit: Mutex::new(CommitStats::default()),
             closed: AtomicBool::new(false),
             lock: Mutex::new(Some(lock)),
+            log: Mutex::new(log),
+            metrics: Metrics::default(),
+            writer_active: AtomicBool::new(false),
         })
     }
 
-    /// The directory of the database.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn check_usable(&self) -> Result<()> {
+    pub(crate) fn check_usable(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
@@ -351,7 +429,7 @@ impl Nomt {
     }
 
     /// The state committed last: the version readers start from.
-    fn version(&self) -> Arc<Version> {
+    pub(crate) fn version(&self) -> Arc<Version> {
         self.current.read().clone()
     }
 
@@ -370,21 +448,38 @@ impl Nomt {
     pub fn insert(&self, key: impl IntoKey, value: impl AsRef<[u8]>) -> Result<()> {
         let key = key.into_key()?;
         let value = value.as_ref();
+        self.check_value(value)?;
+        self.check_handle_writes()?;
+        self.metrics.write();
+        self.overlay.lock().insert(key, Some(value.to_vec()));
+        Ok(())
+    }
+
+    /// A value longer than the database accepts is an error.
+    pub(crate) fn check_value(&self, value: &[u8]) -> Result<()> {
         if value.len() > self.options.max_value_size {
             return Err(Error::ValueTooLarge {
                 len: value.len() as u64,
                 max: self.options.max_value_size as u64,
             });
         }
+        Ok(())
+    }
+
+    /// The handle's own writes wait for no one: they fail while a write session is open.
+    fn check_handle_writes(&self) -> Result<()> {
         self.check_usable()?;
-        self.overlay.lock().insert(key, Some(value.to_vec()));
+        if self.writer_active.load(Ordering::Acquire) {
+            return Err(Error::WriterBusy("a write session is open"));
+        }
         Ok(())
     }
 
     /// Stages a delete of `key` (deleting an absent key is not an error).
     pub fn delete(&self, key: impl IntoKey) -> Result<()> {
         let key = key.into_key()?;
-        self.check_usable()?;
+        self.check_handle_writes()?;
+        self.metrics.write();
         self.overlay.lock().insert(key, None);
         Ok(())
     }
@@ -394,13 +489,15 @@ impl Nomt {
         let key = key.into_key()?;
         self.check_usable()?;
         if let Some(staged) = self.overlay.lock().get(&key) {
+            self.metrics.read(true);
             return Ok(staged.clone());
         }
+        self.metrics.read(false);
         let version = self.version();
         self.get_committed(&version, &key)
     }
 
-    fn get_committed(&self, version: &Version, key: &Key) -> Result<Option<Vec<u8>>> {
+    pub(crate) fn get_committed(&self, version: &Version, key: &Key) -> Result<Option<Vec<u8>>> {
         let Some(payload) = btree::get(&self.pager, version.flat_root, key)? else {
             return Ok(None);
         };
@@ -408,7 +505,7 @@ impl Nomt {
         Ok(Some(self.entry_value(&entry)?))
     }
 
-    fn decode_entry<'p>(&self, payload: &'p [u8]) -> Result<Entry<'p>> {
+    pub(crate) fn decode_entry<'p>(&self, payload: &'p [u8]) -> Result<Entry<'p>> {
         flat::decode(payload).map_err(|e| self.pager.corrupted(0, format!("flat entry: {e}")))
     }
 
@@ -454,19 +551,12 @@ impl Nomt {
     /// fails, the database stays at its previous root and the staged changes are kept; an
     /// I/O failure also poisons the handle, and reopening recovers the last durable commit
     /// (the failed one too, if its meta record was already durable).
-    pub fn commit(&self) -> Result<FinishedSession> {
-        self.check_usable()?;
-        let mut space = self.writer.lock();
+    pub fn commit(&self) -> Result<(FinishedSession, View, Changes)> {
+        self.check_handle_writes()?;
         let changes = std::mem::take(&mut *self.overlay.lock());
-        let page_count = space.page_count;
-        match self.commit_changes(&mut space, &changes) {
-            Ok(done) => Ok(done),
+        match self.commit_with(&changes, LogAction::Append) {
+            Ok((done, base)) => Ok((done, View::of(base), changes)),
             Err(e) => {
-                // Give back the pages it took.
-                for (start, len) in space.free.take_allocated() {
-                    space.free.free(start, len);
-                }
-                space.page_count = page_count;
                 // Give the changes back, under anything staged since.
                 let mut overlay = self.overlay.lock();
                 for (k, v) in changes {
@@ -477,14 +567,116 @@ impl Nomt {
         }
     }
 
+    /// Commits `changes` with the writer held; a failure gives back the pages it took and
+    /// leaves the rollback log as it was. Returns the state it started from too.
+    fn commit_with(
+        &self,
+        changes: &BTreeMap<Key, Option<Vec<u8>>>,
+        action: LogAction,
+    ) -> Result<(FinishedSession, Arc<Version>)> {
+        let started = std::time::Instant::now();
+        let mut space = self.writer.lock();
+        let page_count = space.page_count;
+        let base = self.version();
+        match self.commit_changes(&mut space, changes, action, &base) {
+            Ok(done) => {
+                self.metrics.commit(started.elapsed());
+                Ok((done, base))
+            }
+            Err(e) => {
+                for (start, len) in space.free.take_allocated() {
+                    space.free.free(start, len);
+                }
+                space.page_count = page_count;
+                if let Some(log) = self.log.lock().as_mut() {
+                    log.reject();
+                }
+                self.metrics.failed_commit();
+                Err(e)
+            }
+        }
+    }
+
+    /// Commits a prepared session's changes, if the database is still at the root they were
+    /// prepared on.
+    pub(crate) fn commit_layer(&self, layer: &Layer) -> Result<FinishedSession> {
+        self.check_handle_writes()?;
+        let root = self.root();
+        if root != layer.prev_root {
+            return Err(Error::Stale {
+                expected: layer.prev_root,
+                actual: root,
+            });
+        }
+        let (done, _) = self.commit_with(&layer.flat, LogAction::Append)?;
+        Ok(done)
+    }
+
+    /// Undoes the last `n` commits: their rollback deltas, merged, are applied as one commit,
+    /// whose root is the root before the first of them. Asking for more than the log holds
+    /// changes nothing ([`Error::RollbackWindow`]).
+    pub fn rollback_n(&self, n: u32) -> Result<FinishedSession> {
+        self.check_handle_writes()?;
+        if n == 0 {
+            return Err(Error::RollbackWindow {
+                requested: 0,
+                available: self.log.lock().as_ref().map_or(0, |l| l.len()),
+            });
+        }
+        let deltas = {
+            let mut log = self.log.lock();
+            let log = log.as_mut().ok_or(Error::RollbackDisabled)?;
+            log.newest(n)?
+        };
+        let mut changes: BTreeMap<Key, Option<Vec<u8>>> = BTreeMap::new();
+        let mut expected = self.root();
+        for d in &deltas {
+            if d.root != expected {
+                return Err(Error::Corrupted {
+                    path: self.path.join("rollback"),
+                    offset: 0,
+                    what: format!("delta of commit {} does not follow the state", d.seq),
+                });
+            }
+            expected = d.prev_root;
+            // Older deltas override newer ones: the value before the oldest commit wins.
+            for (k, v) in &d.entries {
+                changes.insert(*k, v.clone());
+            }
+        }
+        let (done, _) = self.commit_with(&changes, LogAction::Pop { n, root: expected })?;
+        self.metrics.rollback();
+        Ok(done)
+    }
+
+    /// The changes that lead from the current state back to `root` (a root within the
+    /// rollback window).
+    pub(crate) fn changes_back_to(&self, root: Hash) -> Result<BTreeMap<Key, Option<Vec<u8>>>> {
+        let mut log = self.log.lock();
+        let log = log.as_mut().ok_or(Error::UnknownRoot(root))?;
+        let deltas = log.newest(log.len())?;
+        let mut changes = BTreeMap::new();
+        for d in &deltas {
+            for (k, v) in &d.entries {
+                changes.insert(*k, v.clone());
+            }
+            if d.prev_root == root {
+                return Ok(changes);
+            }
+        }
+        Err(Error::UnknownRoot(root))
+    }
+
     fn commit_changes(
         &self,
         space: &mut Space,
         changes: &BTreeMap<Key, Option<Vec<u8>>>,
+        action: LogAction,
+        base: &Arc<Version>,
     ) -> Result<FinishedSession> {
-        let base = self.version();
         let seq = base.seq + 1;
-        self.release_pending(space, &base);
+        let logging = self.options.rollback;
+        self.release_pending(space, base);
         let mut stats = CommitStats::default();
         let mut clock = std::time::Instant::now();
         let mut lap = |slot: &mut std::time::Duration| {
@@ -494,10 +686,11 @@ impl Nomt {
         };
         let src = Snapshot {
             db: self,
-            version: &base,
+            version: base,
         };
 
         // Classify the changes against the committed state.
+        let mut reverse: Vec<(Key, Option<Vec<u8>>)> = Vec::new();
         let mut trie_changes: Vec<TrieChange> = Vec::with_capacity(changes.len());
         let mut flat_changes: Vec<(Key, Option<&[u8]>)> = Vec::with_capacity(changes.len());
         let mut freed: Vec<(u64, u64)> = Vec::new();
@@ -511,7 +704,7 @@ impl Nomt {
         let (olds, trie_ahead) = join(
             changes.len(),
             || btree::get_many(&self.pager, base.flat_root, &keys),
-            || self.prefetch_trie(&base, &keys),
+            || self.prefetch_trie(base, &keys),
         );
         let olds = olds?;
         trie_ahead?;
@@ -527,6 +720,13 @@ impl Nomt {
             }
             if let Some(Entry::Overflow(o)) = &old_entry {
                 freed.push((o.pgno, o.pages));
+            }
+            if logging && matches!(action, LogAction::Append) {
+                let prior = old_entry
+                    .as_ref()
+                    .map(|e| self.entry_value(e))
+                    .transpose()?;
+                reverse.push((*key, prior));
             }
             let delta = match (&old_leaf, &new_leaf) {
                 (None, Some(_)) => 1,
@@ -625,6 +825,15 @@ impl Nomt {
         );
         let (delta, (flat_root, flat_freed, flat_written)) = (delta?, flat?);
         let new_root = delta.root.hash();
+        if let LogAction::Pop { root, .. } = action
+            && new_root != root
+        {
+            return Err(Error::Corrupted {
+                path: self.path.join("rollback"),
+                offset: 0,
+                what: format!("rolling back gives root {new_root}, not {root}"),
+            });
+        }
         freed.extend(flat_freed.iter().map(|p| (*p, 1)));
         stats.pages_written += flat_written;
         let mut alloc_one = || alloc_run(1);
@@ -669,6 +878,23 @@ impl Nomt {
         stats.pages_written += out_pages.len() as u64;
         self.pager.submit_pages(out_pages, &writes);
 
+        // The rollback log: this commit's delta appended, or the rolled-back ones dropped.
+        let log_state = {
+            let mut log = self.log.lock();
+            match (log.as_mut(), action) {
+                (Some(log), LogAction::Append) => log
+                    .propose_append(Arc::new(ReverseDelta {
+                        seq,
+                        prev_root: base.root,
+                        root: new_root,
+                        entries: std::mem::take(&mut reverse),
+                    }))?
+                    .encode(),
+                (Some(log), LogAction::Pop { n, .. }) => log.propose_pop(n)?.encode(),
+                (None, _) => [0; 48],
+            }
+        };
+
         // The free list of the new state goes with the same writes when the commit is made
         // durable now.
         let mut list = space.list.clone();
@@ -693,13 +919,19 @@ impl Nomt {
         self.pager.wait(&writes)?;
         lap(&mut stats.write);
         if durable {
-            self.finish_meta(&version, space.page_count, &list, space.meta_rollback)?;
+            self.finish_meta(&version, space.page_count, &list, log_state)?;
             space.durable_seq = seq;
         }
         lap(&mut stats.sync);
         *self.last_commit.lock() = stats;
 
         // The commit happened: publish it.
+        if let Some(log) = self.log.lock().as_mut() {
+            log.accept();
+            if durable {
+                log.delete_before(log.state())?;
+            }
+        }
         space.pending = pending;
         space.list = list;
         let version = Arc::new(version);
@@ -709,6 +941,8 @@ impl Nomt {
             prev_root: base.root,
             root: new_root,
             seq,
+            rollback_id: (logging && matches!(action, LogAction::Append)).then_some(seq),
+            witness: None,
         })
     }
 
@@ -846,7 +1080,15 @@ impl Nomt {
             hasher: self.hasher.name().to_string(),
             rollback,
         };
-        self.pager.sync()?;
+        let (pages, log) = rayon::join(
+            || self.pager.sync(),
+            || match self.log.lock().as_mut() {
+                Some(log) => log.sync(),
+                None => Ok(()),
+            },
+        );
+        pages?;
+        log?;
         self.pager.write_uncached(version.seq % 2, &meta.encode())?;
         self.pager.sync()?;
         Ok(())
@@ -900,6 +1142,11 @@ impl Nomt {
         let mut pending = space.pending.clone();
         let mut list = space.list.clone();
         let page_count_before = space.page_count;
+        let log_state = self
+            .log
+            .lock()
+            .as_ref()
+            .map_or([0; 48], |l| l.state().encode());
         let pages = self.prepare_list(
             version.seq,
             &mut space.free,
@@ -907,9 +1154,10 @@ impl Nomt {
             &mut pending,
             &mut list,
         );
-        let result = self.pager.write_pages(pages).and_then(|()| {
-            self.finish_meta(&version, space.page_count, &list, space.meta_rollback)
-        });
+        let result = self
+            .pager
+            .write_pages(pages)
+            .and_then(|()| self.finish_meta(&version, space.page_count, &list, log_state));
         if let Err(e) = result {
             for (start, len) in space.free.take_allocated() {
                 space.free.free(start, len);
@@ -920,6 +1168,9 @@ impl Nomt {
         space.pending = pending;
         space.list = list;
         space.durable_seq = version.seq;
+        if let Some(log) = self.log.lock().as_mut() {
+            log.delete_before(log.state())?;
+        }
         Ok(())
     }
 
@@ -942,9 +1193,9 @@ impl Nomt {
     }
 }
 
-impl std::fmt::Debug for Nomt {
+impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Nomt")
+        f.debug_struct("Inner")
             .field("path", &self.path)
             .field("root", &self.root())
             .field("key_count", &self.key_count())
@@ -952,7 +1203,7 @@ impl std::fmt::Debug for Nomt {
     }
 }
 
-impl Drop for Nomt {
+impl Drop for Inner {
     fn drop(&mut self) {
         let _ = self.close();
     }
@@ -1025,13 +1276,13 @@ fn recover_meta(pager: &Pager) -> Result<Meta> {
 }
 
 /// A committed state as the trie reads it.
-struct Snapshot<'a> {
-    db: &'a Nomt,
-    version: &'a Version,
+pub(crate) struct Snapshot<'a> {
+    pub(crate) db: &'a Inner,
+    pub(crate) version: &'a Version,
 }
 
 impl TrieSource for Snapshot<'_> {
-    fn page(&self, id: &PageId) -> Result<Option<(SharedPage, PageRef)>> {
+    fn page(&self, id: &PageId) -> Result<Option<trie::PageView>> {
         let Some(payload) = btree::get(&self.db.pager, self.version.pt_root, &id.table_key())?
         else {
             return Ok(None);
@@ -1043,7 +1294,7 @@ impl TrieSource for Snapshot<'_> {
             .db
             .pager
             .read_with(r, PageKind::Trie, trie::validate_page)?;
-        Ok(Some((page, r)))
+        Ok(Some(trie::PageView::Stored(page, r)))
     }
 
     fn scan(
@@ -1068,5 +1319,235 @@ impl TrieSource for Snapshot<'_> {
 
     fn inconsistent(&self, what: String) -> Error {
         self.db.pager.corrupted(0, format!("trie: {what}"))
+    }
+}
+
+/// An embedded, persistent, authenticated JAM state database.
+///
+/// Writes go to an in-memory overlay that [`Nomt::get`] sees first; [`Nomt::commit`] applies
+/// them to disk atomically and returns the new state root. The handle is `Send + Sync`:
+/// reads and read sessions may run on many threads while one thread commits.
+///
+/// # Semantics where it matters
+///
+/// - A commit that fails leaves the database at its previous root, by itself, with the
+///   staged changes still staged; if an I/O operation failed, the handle is poisoned and only
+///   reopening continues (at the last durable commit).
+/// - [`Nomt::rollback`] undoes the last *successful* commit; after a failed commit it undoes
+///   the one before (the failed one changed nothing). It acts on committed state only:
+///   changes staged on the handle stay staged.
+/// - [`Nomt::get`] sees the handle's staged changes, then the committed state; it never sees
+///   a write session's changes (they are the session's until committed).
+/// - One writer at a time: while a write session is open, the handle's `insert`, `delete`,
+///   `commit` and `rollback` fail with [`Error::WriterBusy`] rather than wait, and
+///   [`Nomt::begin_write`] fails while the handle has staged changes or another session is
+///   open.
+pub struct Nomt {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Nomt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Nomt")
+            .field("path", &self.inner.path)
+            .field("root", &self.root())
+            .field("key_count", &self.key_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Nomt {
+    fn drop(&mut self) {
+        let _ = self.inner.close();
+    }
+}
+
+impl Nomt {
+    /// Opens (or creates) the database described by `options`.
+    ///
+    /// Opening reads the two meta records, the free list and its journal: no part of the
+    /// data is scanned. A second open of the same directory, from this process or another,
+    /// fails with [`Error::Locked`] while the first handle is open.
+    pub fn open(options: Options) -> Result<Nomt> {
+        Ok(Nomt {
+            inner: Arc::new(Inner::open(options)?),
+        })
+    }
+
+    /// The directory of the database.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The root of the last committed state.
+    pub fn root(&self) -> Hash {
+        self.inner.root()
+    }
+
+    /// The number of keys in the last committed state.
+    pub fn key_count(&self) -> u64 {
+        self.inner.key_count()
+    }
+
+    /// Stages a write of `value` under `key`, seen by [`Nomt::get`] at once and applied to
+    /// disk by the next [`Nomt::commit`].
+    pub fn insert(&self, key: impl IntoKey, value: impl AsRef<[u8]>) -> Result<()> {
+        self.inner.insert(key, value)
+    }
+
+    /// Stages a delete of `key` (deleting an absent key is not an error).
+    pub fn delete(&self, key: impl IntoKey) -> Result<()> {
+        self.inner.delete(key)
+    }
+
+    /// The value of `key`: staged changes first, then the committed state.
+    pub fn get(&self, key: impl IntoKey) -> Result<Option<Vec<u8>>> {
+        self.inner.get(key)
+    }
+
+    /// A proof of `key`'s committed value (or absence) against [`Nomt::root`].
+    pub fn generate_proof(&self, key: impl IntoKey) -> Result<MerkleProof> {
+        self.inner.generate_proof(key)
+    }
+
+    /// Applies every staged change to disk, atomically, and returns the new root.
+    ///
+    /// The commit is durable when this returns (unless `durable_commits(false)`). If it
+    /// fails, the database stays at its previous root and the staged changes are kept; an
+    /// I/O failure also poisons the handle, and reopening recovers the last durable commit
+    /// (the failed one too, if its meta record was already durable).
+    pub fn commit(&self) -> Result<FinishedSession> {
+        let (done, view, writes) = self.inner.commit()?;
+        Ok(done.with_witness(WitnessSource {
+            db: self.inner.clone(),
+            view,
+            reads: BTreeMap::new(),
+            writes,
+        }))
+    }
+
+    /// Undoes the most recent commit: the root is exactly the root before it. An error if the
+    /// rollback log is empty or disabled; nothing changes then.
+    pub fn rollback(&self) -> Result<FinishedSession> {
+        self.inner.rollback_n(1)
+    }
+
+    /// Undoes the last `n` commits, in one commit. Asking for more than the rollback log
+    /// holds is [`Error::RollbackWindow`], and changes nothing.
+    pub fn rollback_n(&self, n: u32) -> Result<FinishedSession> {
+        self.inner.rollback_n(n)
+    }
+
+    /// Commits that can be rolled back (and roots that can be read at, besides the current).
+    pub fn rollback_window(&self) -> u32 {
+        self.inner.log.lock().as_ref().map_or(0, |l| l.len())
+    }
+
+    /// Makes every commit so far durable (a no-op when commits are durable already).
+    pub fn sync(&self) -> Result<()> {
+        self.inner.sync()
+    }
+
+    /// Makes everything durable and releases the directory: later calls on this handle and
+    /// its sessions fail with [`Error::Closed`]. Staged, uncommitted changes are dropped.
+    pub fn close(&self) -> Result<()> {
+        self.inner.close()
+    }
+
+    /// Where the time of the last successful commit went.
+    pub fn last_commit_stats(&self) -> CommitStats {
+        self.inner.last_commit_stats()
+    }
+
+    /// The live counters of this handle.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// A read-only snapshot of the current committed state (the same as
+    /// [`Nomt::begin_read`]).
+    pub fn session(&self) -> ReadSession {
+        ReadSession::new(self.inner.clone(), View::of(self.inner.version()))
+    }
+
+    /// A read-only snapshot of the current committed state.
+    pub fn begin_read(&self) -> Result<ReadSession> {
+        self.inner.check_usable()?;
+        Ok(self.session())
+    }
+
+    /// A read-only snapshot of the state with `root`: the current one, or any within the
+    /// rollback window (computed from the rollback log along the changed paths). Any other
+    /// root is [`Error::UnknownRoot`].
+    pub fn begin_read_at(&self, root: Hash) -> Result<ReadSession> {
+        self.inner.check_usable()?;
+        let base = self.inner.version();
+        if base.root == root {
+            return Ok(ReadSession::new(self.inner.clone(), View::of(base)));
+        }
+        let changes = self.inner.changes_back_to(root)?;
+        // The log may have moved on since `base` was taken: compute against the state the
+        // changes lead back from.
+        let base = self.inner.version();
+        let view = View::of(base);
+        let layer = view.layer(&self.inner, changes)?;
+        if layer.root != root {
+            return Err(Error::UnknownRoot(root));
+        }
+        Ok(ReadSession::new(
+            self.inner.clone(),
+            View {
+                base: view.base,
+                layers: vec![Arc::new(layer)],
+            },
+        ))
+    }
+
+    /// A write session on the current committed state.
+    pub fn begin_write(&self) -> Result<WriteSession> {
+        let guard = WriterGuard::take(&self.inner)?;
+        Ok(WriteSession::new(
+            guard,
+            View::of(self.inner.version()),
+            false,
+        ))
+    }
+
+    /// A write session that also records its reads, for [`PreparedSession::witness`].
+    pub fn begin_write_with_witness(&self) -> Result<WriteSession> {
+        let guard = WriterGuard::take(&self.inner)?;
+        Ok(WriteSession::new(
+            guard,
+            View::of(self.inner.version()),
+            true,
+        ))
+    }
+
+    /// A write session on top of uncommitted overlays, oldest first: the first must start
+    /// at the database's root and each next one at the previous one's root
+    /// ([`Error::InvalidOverlays`] otherwise).
+    pub fn begin_write_with_overlay(&self, overlays: &[Overlay]) -> Result<WriteSession> {
+        let guard = WriterGuard::take(&self.inner)?;
+        let base = self.inner.version();
+        let mut root = base.root;
+        for o in overlays {
+            if o.prev_root() != root {
+                return Err(Error::InvalidOverlays(
+                    "an overlay does not start at the root before it",
+                ));
+            }
+            root = o.root();
+        }
+        let view = View {
+            base,
+            layers: overlays.iter().map(|o| o.layer.clone()).collect(),
+        };
+        Ok(WriteSession::new(guard, view, false))
+    }
+
+    /// Commits an overlay, if the database is at the root it starts from ([`Error::Stale`]
+    /// otherwise).
+    pub fn commit_overlay(&self, overlay: &Overlay) -> Result<FinishedSession> {
+        self.inner.commit_layer(&overlay.layer)
     }
 }

@@ -76,6 +76,26 @@ pub enum Error {
         /// The database's root now.
         actual: Hash,
     },
+    /// A rollback asked for more commits than the rollback log holds; nothing was changed.
+    #[error("cannot roll back {requested} commits: the rollback log holds {available}")]
+    RollbackWindow {
+        /// Commits asked for.
+        requested: u32,
+        /// Commits that can be rolled back.
+        available: u32,
+    },
+    /// The rollback log is off (`Options::rollback(false)`).
+    #[error("the rollback log is disabled")]
+    RollbackDisabled,
+    /// A root that is neither the current one nor within the rollback window.
+    #[error("root {0} is not the current root nor within the rollback window")]
+    UnknownRoot(Hash),
+    /// A write session is open (or staged changes on the handle), and this needs the writer.
+    #[error("another writer is active: {0}")]
+    WriterBusy(&'static str),
+    /// Overlays that do not form a chain from the database's root.
+    #[error("invalid overlay chain: {0}")]
+    InvalidOverlays(&'static str),
     /// The database path is unusable (for example, not a directory).
     #[error("invalid database path {path}: {why}")]
     InvalidPath {

@@ -51,8 +51,10 @@ pub trait DirLock: Send + Sync + fmt::Debug {}
 pub trait Storage: Send + Sync + fmt::Debug {
     /// Creates a directory and its parents.
     fn create_dir_all(&self, path: &Path) -> io::Result<()>;
-    /// Opens a file for reading and writing, creating it if `create`.
-    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>>;
+    /// Opens a file for reading and writing, creating it if `create`. `direct` asks for
+    /// direct I/O where the storage has it (every access then whole aligned pages); files of
+    /// variable-length records (the rollback log) are opened without it.
+    fn open(&self, path: &Path, create: bool, direct: bool) -> io::Result<Arc<dyn StorageFile>>;
     /// Whether a file exists.
     fn exists(&self, path: &Path) -> io::Result<bool>;
     /// Removes a file.
@@ -147,7 +149,7 @@ impl Storage for FileStorage {
         std::fs::create_dir_all(path)
     }
 
-    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
+    fn open(&self, path: &Path, create: bool, direct: bool) -> io::Result<Arc<dyn StorageFile>> {
         use std::os::unix::fs::OpenOptionsExt;
         let mut options = OpenOptions::new();
         options
@@ -155,7 +157,7 @@ impl Storage for FileStorage {
             .write(true)
             .create(create)
             .truncate(false);
-        if self.direct_io {
+        if self.direct_io && direct {
             let mut direct = options.clone();
             direct.custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32);
             match direct.open(path) {
@@ -321,7 +323,7 @@ impl Storage for MemStorage {
         Ok(())
     }
 
-    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
+    fn open(&self, path: &Path, create: bool, _direct: bool) -> io::Result<Arc<dyn StorageFile>> {
         let mut files = self.inner.files.lock();
         if let Some(f) = files.get(path) {
             return Ok(f.clone());

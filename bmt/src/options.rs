@@ -19,6 +19,12 @@ pub struct Options {
     pub(crate) create_if_missing: bool,
     pub(crate) elide_below: u32,
     pub(crate) max_value_size: usize,
+    pub(crate) rollback: bool,
+    pub(crate) rollback_retained: u32,
+    pub(crate) rollback_memory_commits: usize,
+    pub(crate) rollback_memory_bytes: usize,
+    pub(crate) rollback_segment_size: u64,
+    pub(crate) rollback_dir: Option<PathBuf>,
     pub(crate) value_hasher: Arc<dyn ValueHasher>,
     pub(crate) storage: Arc<dyn Storage>,
 }
@@ -32,6 +38,12 @@ impl fmt::Debug for Options {
             .field("create_if_missing", &self.create_if_missing)
             .field("elide_below", &self.elide_below)
             .field("max_value_size", &self.max_value_size)
+            .field("rollback", &self.rollback)
+            .field("rollback_retained", &self.rollback_retained)
+            .field("rollback_memory_commits", &self.rollback_memory_commits)
+            .field("rollback_memory_bytes", &self.rollback_memory_bytes)
+            .field("rollback_segment_size", &self.rollback_segment_size)
+            .field("rollback_dir", &self.rollback_dir)
             .field("value_hasher", &self.value_hasher.name())
             .field("storage", &self.storage)
             .finish()
@@ -49,6 +61,12 @@ impl Options {
             create_if_missing: true,
             elide_below: DEFAULT_ELIDE_BELOW,
             max_value_size: MAX_VALUE_LEN,
+            rollback: true,
+            rollback_retained: 100,
+            rollback_memory_commits: 16,
+            rollback_memory_bytes: 64 << 20,
+            rollback_segment_size: 128 << 20,
+            rollback_dir: None,
             value_hasher: Arc::new(Blake2bValueHasher),
             storage: Arc::new(FileStorage::default()),
         }
@@ -96,6 +114,40 @@ impl Options {
     /// The longest value [`crate::Nomt::insert`] accepts (default and upper bound: 1 GiB).
     pub fn max_value_size(mut self, bytes: usize) -> Self {
         self.max_value_size = bytes.min(MAX_VALUE_LEN);
+        self
+    }
+
+    /// Whether commits keep the prior values of the keys they change, so that they can be
+    /// rolled back (default true). Without it, [`crate::Nomt::rollback`] and reads at older
+    /// roots are refused.
+    pub fn rollback(mut self, enabled: bool) -> Self {
+        self.rollback = enabled;
+        self
+    }
+
+    /// How many of the last commits can be rolled back, and read at (default 100).
+    pub fn rollback_retained(mut self, commits: u32) -> Self {
+        self.rollback_retained = commits.max(1);
+        self
+    }
+
+    /// The newest rollback deltas also kept in memory: at most this many commits' worth
+    /// (default 16) and at most this many bytes (default 64 MiB), whichever is less.
+    pub fn rollback_in_memory(mut self, commits: usize, bytes: usize) -> Self {
+        self.rollback_memory_commits = commits;
+        self.rollback_memory_bytes = bytes;
+        self
+    }
+
+    /// The size of the rollback log's segment files (default 128 MiB).
+    pub fn rollback_segment_size(mut self, bytes: u64) -> Self {
+        self.rollback_segment_size = bytes.max(4096);
+        self
+    }
+
+    /// The folder of the rollback log (default `rollback` in the database directory).
+    pub fn rollback_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.rollback_dir = Some(dir.as_ref().to_path_buf());
         self
     }
 

@@ -48,12 +48,14 @@
 use rustc_hash::FxHashMap as HashMap;
 
 use bmt_core::{
-    Hash, KEY_BITS, Key, LeafNode, LeafValue, MerkleProof, ProofError, RootBuilder, Terminal,
-    hash_branch,
+    Hash, KEY_BITS, Key, LeafNode, LeafValue, MerkleProof, MultiProof, Position, ProofError,
+    ProofNode, RootBuilder, Terminal, hash_branch,
 };
 
 use crate::btree::Cursor;
 use crate::error::{Error, Result};
+use std::sync::Arc;
+
 use crate::page::{HEADER_SIZE, PAGE_SIZE, PageBuf, PageRef, SharedPage};
 
 /// Levels per page.
@@ -242,6 +244,54 @@ impl TriePage {
     }
 }
 
+/// A trie page as a source has it: on disk (by reference), or in memory (changed by an
+/// uncommitted session).
+#[derive(Clone, Debug)]
+pub enum PageView {
+    /// A committed page and its reference.
+    Stored(SharedPage, PageRef),
+    /// A page of an uncommitted overlay.
+    Memory(Arc<TriePage>),
+}
+
+impl PageView {
+    /// Node `i`.
+    pub fn node(&self, i: usize) -> NodeKind {
+        match self {
+            PageView::Stored(p, _) => raw_node(p, i),
+            PageView::Memory(p) => p.node(i),
+        }
+    }
+
+    /// Whether the page below bottom node `j` is stored.
+    pub fn child_stored(&self, j: usize) -> bool {
+        self.stored_bits() >> j & 1 == 1
+    }
+
+    fn stored_bits(&self) -> u64 {
+        match self {
+            PageView::Stored(p, _) => raw_stored_bits(p),
+            PageView::Memory(p) => p.stored,
+        }
+    }
+
+    /// A copy to change, and the committed page it replaces (if on disk).
+    fn to_owned(&self) -> (Box<TriePage>, Option<PageRef>) {
+        match self {
+            PageView::Stored(p, r) => (TriePage::decode(p), Some(*r)),
+            PageView::Memory(p) => (Box::new((**p).clone()), None),
+        }
+    }
+
+    /// The committed page this view is, if any.
+    fn stored_ref(&self) -> Option<PageRef> {
+        match self {
+            PageView::Stored(_, r) => Some(*r),
+            PageView::Memory(_) => None,
+        }
+    }
+}
+
 /// Node `i` of a raw trie page, without decoding the whole page.
 fn raw_node(page: &PageBuf, i: usize) -> NodeKind {
     let b = page.bytes();
@@ -255,11 +305,6 @@ fn raw_node(page: &PageBuf, i: usize) -> NodeKind {
     } else {
         NodeKind::Branch(h)
     }
-}
-
-fn raw_child_stored(page: &PageBuf, j: usize) -> bool {
-    let stored = u64::from_le_bytes(page.bytes()[STORED_AT..COUNT_AT].try_into().expect("8"));
-    stored >> j & 1 == 1
 }
 
 /// Checks a trie page read from disk: leaf and stored bits only where they make sense.
@@ -289,7 +334,7 @@ pub fn validate_page(page: &PageBuf) -> Result<(), String> {
 /// The committed state a trie operation reads: stored trie pages and the flat store.
 pub trait TrieSource: Sync {
     /// The stored page `id` and its reference, or `None` if not stored.
-    fn page(&self, id: &PageId) -> Result<Option<(SharedPage, PageRef)>>;
+    fn page(&self, id: &PageId) -> Result<Option<PageView>>;
 
     /// Calls `f` with every key in `lo..=hi` and what its leaf holds, in order, until `f`
     /// returns false. `cursor` carries the position between scans of one walk.
@@ -433,7 +478,7 @@ impl<'a> Update<'a> {
          ),
     ) -> Result<(HashMap<PageId, Touched>, HashMap<usize, NodeKind>)> {
         use rayon::prelude::*;
-        let Some((top, _)) = src.page(&PageId::root_page())? else {
+        let Some(top) = src.page(&PageId::root_page())? else {
             return Err(src.inconsistent("the top trie page is missing".into()));
         };
         let mut groups = Vec::new();
@@ -441,8 +486,8 @@ impl<'a> Update<'a> {
         while start < changes.len() {
             let j = changes[start].key.0[0] as usize >> 2;
             let end = start + changes[start..].partition_point(|c| (c.key.0[0] as usize >> 2) == j);
-            if let old @ NodeKind::Branch(_) = raw_node(&top, 62 + j) {
-                groups.push((j, old, raw_child_stored(&top, j), start..end));
+            if let old @ NodeKind::Branch(_) = top.node(62 + j) {
+                groups.push((j, old, top.child_stored(j), start..end));
             }
             start = end;
         }
@@ -663,11 +708,11 @@ impl<'a> Update<'a> {
                 .src
                 .inconsistent(format!("trie page {id:?} written after removal"))),
             None => {
-                let (page, r) = self.src.page(&id)?.ok_or_else(|| {
+                let view = self.src.page(&id)?.ok_or_else(|| {
                     self.src
                         .inconsistent(format!("trie page {id:?} is missing"))
                 })?;
-                Ok((TriePage::decode(&page), Some(r)))
+                Ok(view.to_owned())
             }
         }
     }
@@ -765,7 +810,7 @@ impl<'a> Update<'a> {
                         continue;
                     }
                     None => match self.src.page(&child)? {
-                        Some((p, r)) => (raw_stored_bits(&p), Some(r)),
+                        Some(view) => (view.stored_bits(), view.stored_ref()),
                         None => continue,
                     },
                 };
@@ -828,7 +873,7 @@ pub fn prove(
     let mut depth = 0usize;
     // The page holding the children of the current node, when stored.
     let mut stored = key_count >= threshold as u64;
-    let mut page: Option<SharedPage> = None;
+    let mut page: Option<PageView> = None;
     let terminal = loop {
         match node {
             NodeKind::Empty => break Terminal::Empty,
@@ -861,8 +906,7 @@ pub fn prove(
             let id = PageId::below(key, depth);
             page = Some(
                 src.page(&id)?
-                    .ok_or_else(|| src.inconsistent(format!("trie page {id:?} is missing")))?
-                    .0,
+                    .ok_or_else(|| src.inconsistent(format!("trie page {id:?} is missing")))?,
             );
         }
         let p = page
@@ -873,16 +917,206 @@ pub fn prove(
         }
         let own = node_index(key, depth + 1);
         let other = node_index(&key.with_bit(depth, !key.bit(depth)), depth + 1);
-        siblings.push(raw_node(p, other).hash());
-        node = raw_node(p, own);
+        siblings.push(p.node(other).hash());
+        node = p.node(own);
         depth += 1;
         if depth.is_multiple_of(PAGE_LEVELS) {
-            stored = raw_child_stored(p, own - 62);
+            stored = p.child_stored(own - 62);
         }
     };
     MerkleProof::new(*key, siblings, terminal).map_err(|e: ProofError| {
         src.inconsistent(format!("the stored trie gives a malformed proof: {e}"))
     })
+}
+
+/// A multiproof of sorted, distinct `keys` in the trie with root node `root` and `key_count`
+/// keys. Nodes at the positions in `expand` that would be given by hash are given in full
+/// instead (a leaf, or a branch over its children's hashes): the siblings a delete exposes.
+pub fn multiproof(
+    src: &dyn TrieSource,
+    threshold: u32,
+    root: NodeKind,
+    key_count: u64,
+    keys: &[Key],
+    expand: &std::collections::HashSet<Position>,
+) -> Result<MultiProof> {
+    let mut walk = ProofWalk {
+        src,
+        cursor: Cursor::new(),
+        expand,
+        out: Vec::new(),
+    };
+    walk.node(
+        Key::default(),
+        0,
+        root,
+        key_count >= threshold as u64,
+        None,
+        keys,
+    )?;
+    MultiProof::from_preorder(walk.out)
+        .map_err(|e| src.inconsistent(format!("the stored trie gives a malformed multiproof: {e}")))
+}
+
+struct ProofWalk<'a> {
+    src: &'a dyn TrieSource,
+    cursor: Cursor,
+    expand: &'a std::collections::HashSet<Position>,
+    out: Vec<ProofNode>,
+}
+
+impl ProofWalk<'_> {
+    fn expanded(&self, key: &Key, depth: usize) -> bool {
+        !self.expand.is_empty() && self.expand.contains(&Position::of(key, depth))
+    }
+
+    /// Emits the node at (`key`, `depth`): `stored` says whether the page below it is stored
+    /// (for page tops), `page` is the page holding its children otherwise.
+    fn node(
+        &mut self,
+        key: Key,
+        depth: usize,
+        node: NodeKind,
+        stored: bool,
+        page: Option<&PageView>,
+        keys: &[Key],
+    ) -> Result<()> {
+        let wanted = !keys.is_empty() || self.expanded(&key, depth);
+        match node {
+            NodeKind::Empty => {
+                self.out.push(ProofNode::Empty);
+                return Ok(());
+            }
+            NodeKind::Leaf(h) if !wanted => {
+                self.out.push(ProofNode::Hash(h));
+                return Ok(());
+            }
+            NodeKind::Branch(h) if !wanted => {
+                self.out.push(ProofNode::Hash(h));
+                return Ok(());
+            }
+            NodeKind::Leaf(_) => {
+                let found = scan_leaves(self.src, &mut self.cursor, &key, depth)?;
+                let [(k, value)] = found[..] else {
+                    return Err(self.src.inconsistent(format!(
+                        "a trie leaf at depth {depth} covers {} keys",
+                        found.len()
+                    )));
+                };
+                self.out.push(ProofNode::Leaf(LeafNode { key: k, value }));
+                return Ok(());
+            }
+            NodeKind::Branch(_) => {}
+        }
+        if depth >= KEY_BITS {
+            return Err(self.src.inconsistent("a branch at depth 248".into()));
+        }
+        let owned;
+        let page = if depth.is_multiple_of(PAGE_LEVELS) {
+            if !stored {
+                let leaves: Vec<(Key, LeafValue, Hash)> =
+                    scan_leaves(self.src, &mut self.cursor, &key, depth)?
+                        .into_iter()
+                        .map(|(k, v)| (k, v, LeafNode { key: k, value: v }.hash()))
+                        .collect();
+                return self.leaves(&key, depth, &leaves, keys);
+            }
+            let id = PageId::below(&key, depth);
+            owned = self.src.page(&id)?.ok_or_else(|| {
+                self.src
+                    .inconsistent(format!("trie page {id:?} is missing"))
+            })?;
+            &owned
+        } else {
+            page.ok_or_else(|| self.src.inconsistent("a page is missing".into()))?
+        };
+        let top = depth / PAGE_LEVELS * PAGE_LEVELS;
+        let (li, ri) = child_indices(&key, top, depth);
+        let (l, r) = (page.node(li), page.node(ri));
+        self.out.push(ProofNode::Branch);
+        if keys.is_empty() {
+            // An expanded branch: its two children by hash.
+            for child in [l, r] {
+                self.out.push(match child {
+                    NodeKind::Empty => ProofNode::Empty,
+                    c => ProofNode::Hash(c.hash()),
+                });
+            }
+            return Ok(());
+        }
+        let split = keys.partition_point(|k| !k.bit(depth));
+        let bottom = depth + 1 == top + PAGE_LEVELS;
+        let l_stored = bottom && page.child_stored(li.saturating_sub(62));
+        let r_stored = bottom && page.child_stored(ri.saturating_sub(62));
+        let inner = if bottom { None } else { Some(page) };
+        self.node(
+            key.with_bit(depth, false),
+            depth + 1,
+            l,
+            l_stored,
+            inner,
+            &keys[..split],
+        )?;
+        self.node(
+            key.with_bit(depth, true),
+            depth + 1,
+            r,
+            r_stored,
+            inner,
+            &keys[split..],
+        )
+    }
+
+    /// Emits the subtrie of `leaves` (all the keys under (`key`, `depth`)).
+    fn leaves(
+        &mut self,
+        key: &Key,
+        depth: usize,
+        leaves: &[(Key, LeafValue, Hash)],
+        keys: &[Key],
+    ) -> Result<()> {
+        let pairs = |l: &[(Key, LeafValue, Hash)]| -> Vec<(Key, Hash)> {
+            l.iter().map(|(k, _, h)| (*k, *h)).collect()
+        };
+        let expanded = self.expanded(key, depth);
+        match leaves.len() {
+            0 => self.out.push(ProofNode::Empty),
+            1 if !keys.is_empty() || expanded => self.out.push(ProofNode::Leaf(LeafNode {
+                key: leaves[0].0,
+                value: leaves[0].1,
+            })),
+            _ if keys.is_empty() && !expanded => self
+                .out
+                .push(ProofNode::Hash(subtrie(&pairs(leaves), depth).hash())),
+            _ => {
+                let split = leaves.partition_point(|(k, _, _)| !k.bit(depth));
+                self.out.push(ProofNode::Branch);
+                if keys.is_empty() {
+                    for side in [&leaves[..split], &leaves[split..]] {
+                        self.out.push(match subtrie(&pairs(side), depth + 1) {
+                            NodeKind::Empty => ProofNode::Empty,
+                            n => ProofNode::Hash(n.hash()),
+                        });
+                    }
+                    return Ok(());
+                }
+                let ksplit = keys.partition_point(|k| !k.bit(depth));
+                self.leaves(
+                    &key.with_bit(depth, false),
+                    depth + 1,
+                    &leaves[..split],
+                    &keys[..ksplit],
+                )?;
+                self.leaves(
+                    &key.with_bit(depth, true),
+                    depth + 1,
+                    &leaves[split..],
+                    &keys[ksplit..],
+                )?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Completes a proof path below `depth` from the sorted leaves under it.

@@ -250,9 +250,9 @@ impl Storage for Failing {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         self.inner.create_dir_all(path)
     }
-    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
+    fn open(&self, path: &Path, create: bool, direct: bool) -> io::Result<Arc<dyn StorageFile>> {
         Ok(Arc::new(FailingFile {
-            inner: self.inner.open(path, create)?,
+            inner: self.inner.open(path, create, direct)?,
             fail: self.fail.clone(),
             bytes_read: self.bytes_read.clone(),
         }))

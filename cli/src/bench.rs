@@ -132,6 +132,9 @@ struct Loaded {
     peak_rss_mib: f64,
 }
 
+/// Read latencies kept for the percentiles.
+const READ_SAMPLES: usize = 100_000;
+
 /// The key of account / entry `id`.
 fn key32(seed: u64, id: u64) -> [u8; 32] {
     let mut input = [0u8; 16];
@@ -494,6 +497,8 @@ fn measure(args: &Args, backend: Backend, dir: &Path) -> Result<Measurement> {
     );
     let mut commit_times: Vec<Duration> = Vec::new();
     let mut read_times: Vec<Duration> = Vec::new();
+    let mut reads_seen = 0u64;
+    let mut sample_rng = ChaCha8Rng::seed_from_u64(args.seed ^ 0x5eed);
     let written_before = io_write_bytes();
     let start = Instant::now();
     loop {
@@ -506,7 +511,17 @@ fn measure(args: &Args, backend: Backend, dir: &Path) -> Result<Measurement> {
         let mut read = |engine: &mut Box<dyn Engine>, key: &[u8; 32]| -> Result<Option<Vec<u8>>> {
             let t = Instant::now();
             let v = engine.read(key)?;
-            read_times.push(t.elapsed());
+            // A uniform sample of at most READ_SAMPLES latencies (reservoir sampling), so that
+            // the harness's own memory does not grow with the run.
+            reads_seen += 1;
+            if read_times.len() < READ_SAMPLES {
+                read_times.push(t.elapsed());
+            } else {
+                let slot = (sample_rng.next_u64() % reads_seen) as usize;
+                if slot < READ_SAMPLES {
+                    read_times[slot] = t.elapsed();
+                }
+            }
             Ok(v)
         };
         for i in 0..args.size {

@@ -7,6 +7,7 @@
 //!   builder, streaming, in O(n) hashes and O(depth) memory.
 //! - [`MerkleProof`]: single-key inclusion and exclusion proofs.
 //! - [`MultiProof`]: many keys in one proof, with stateless updates of the root.
+//! - [`Witness`]: what a stateless verifier needs to check one state transition.
 //! - [`ReferenceTrie`]: a whole state in memory, the oracle for roots and proofs.
 //!
 //! See `docs/merklization.md` in the repository for the layouts byte by byte.
@@ -22,6 +23,7 @@ pub mod multiproof;
 pub mod node;
 pub mod proof;
 pub mod reference;
+pub mod witness;
 
 pub use builder::{
     BuildError, RootBuilder, root_from_sorted, root_from_sorted_with, root_from_unsorted,
@@ -39,3 +41,4 @@ pub use node::{
 };
 pub use proof::{MerkleProof, ProofDecodeError, ProofError, Terminal, VerifyError};
 pub use reference::ReferenceTrie;
+pub use witness::{Access, Witness, WitnessDecodeError, WitnessError};

@@ -13,6 +13,7 @@ use crate::key::Key;
 use crate::multiproof::{MultiProof, MultiProofError, Position, ProofNode};
 use crate::node::LeafNode;
 use crate::proof::{MerkleProof, Terminal};
+use crate::witness::Witness;
 
 /// A whole state in memory, in key order.
 #[derive(Debug, Clone)]
@@ -161,6 +162,56 @@ impl<H: ValueHasher> ReferenceTrie<H> {
                 }
                 _ => return proof,
             }
+        }
+    }
+
+    /// The witness of a transition from this state: `reads` are read (their values as this
+    /// state holds them), then `writes` applied.
+    pub fn witness(&self, reads: &[Key], writes: &[(Key, Option<Vec<u8>>)]) -> Witness {
+        let mut reads: Vec<Key> = reads.to_vec();
+        reads.sort();
+        reads.dedup();
+        let mut net: std::collections::BTreeMap<Key, Option<Vec<u8>>> =
+            std::collections::BTreeMap::new();
+        for (k, v) in writes {
+            net.insert(*k, v.clone());
+        }
+        let writes: Vec<(Key, Option<Vec<u8>>)> = net.into_iter().collect();
+        let mut keys: Vec<Key> = reads
+            .iter()
+            .chain(writes.iter().map(|(k, _)| k))
+            .copied()
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let proof = self.multiproof_for_updates(&keys, &writes);
+        let mut after: std::collections::BTreeMap<Key, Vec<u8>> = self
+            .keys
+            .iter()
+            .copied()
+            .zip(self.values.iter().cloned())
+            .collect();
+        for (k, v) in &writes {
+            match v {
+                Some(v) => {
+                    after.insert(*k, v.clone());
+                }
+                None => {
+                    after.remove(k);
+                }
+            }
+        }
+        let root = ReferenceTrie::with_hasher(after, &self.hasher).root();
+        Witness {
+            prev_root: self.root(),
+            root,
+            reads: reads
+                .iter()
+                .map(|k| (*k, self.get(k).map(<[u8]>::to_vec)))
+                .collect(),
+            writes,
+            keys,
+            proof,
         }
     }
 

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use bmt_core::{
     Blake2bValueHasher, Hash, Key, MerkleProof, MultiProof, MultiProofError, ReferenceTrie,
-    hash_branch, hash_leaf, root_from_sorted, root_from_unsorted,
+    Witness, hash_branch, hash_leaf, root_from_sorted, root_from_unsorted,
 };
 use proptest::prelude::*;
 
@@ -272,11 +272,73 @@ proptest! {
         prop_assert_eq!(back, before.root());
     }
 
+    /// A witness of reads and writes verifies; its encoding round-trips; a changed read,
+    /// write, root or byte is caught.
+    #[test]
+    fn witnesses_verify_and_tampering_is_caught(
+        state in arb_state(30),
+        base in any::<[u8; 31]>(),
+        reads in proptest::collection::vec(arb_key(), 0..4),
+        inserts in proptest::collection::vec((arb_key(), arb_value()), 0..5),
+        deletes in proptest::collection::vec(any::<prop::sample::Index>(), 0..5),
+        flip in any::<prop::sample::Index>(),
+    ) {
+        let trie = ReferenceTrie::new(sorted(&state));
+        let present: Vec<Key> = state.keys().copied().collect();
+        let mut read_keys: Vec<Key> = reads.iter().map(|(s, t)| clustered_key(base, *s, *t)).collect();
+        read_keys.extend(present.iter().take(2));
+        let mut writes: Vec<(Key, Option<Vec<u8>>)> = inserts
+            .iter()
+            .map(|((s, t), v)| (clustered_key(base, *s, *t), Some(v.clone())))
+            .collect();
+        if !present.is_empty() {
+            writes.extend(deletes.iter().map(|i| (present[i.index(present.len())], None)));
+        }
+        prop_assume!(!read_keys.is_empty() || !writes.is_empty());
+        let w = trie.witness(&read_keys, &writes);
+        w.verify().unwrap();
+        let bytes = w.encode();
+        prop_assert_eq!(&Witness::decode(&bytes).unwrap(), &w);
+        // A wrong claimed root fails.
+        let mut bad = w.clone();
+        bad.root = Hash([7; 32]);
+        prop_assert!(bad.verify().is_err());
+        // A wrong read value fails.
+        if let Some((_, v)) = w.reads.first() {
+            let mut bad = w.clone();
+            bad.reads[0].1 = match v { Some(_) => None, None => Some(vec![1]) };
+            prop_assert!(bad.verify().is_err());
+        }
+        // A changed write gives another root.
+        if !w.writes.is_empty() {
+            let mut bad = w.clone();
+            bad.writes[0].1 = Some(vec![0xEE; 7]);
+            if bad.writes[0].1 != w.writes[0].1 {
+                prop_assert!(bad.verify().is_err());
+            }
+        }
+        // A flipped byte in the roots or in the proof fails to decode or to verify. (A flip
+        // in a key or value may give another self-consistent witness, of another read or
+        // write: the verifier compares those with its own execution.)
+        let proof_len = w.proof.encode().len();
+        let roots = 5..69;
+        let proof = bytes.len() - proof_len..bytes.len();
+        for range in [roots, proof] {
+            let at = range.start + flip.index(range.len());
+            let mut flipped = bytes.clone();
+            flipped[at] ^= 0x20;
+            if let Ok(d) = Witness::decode(&flipped) {
+                prop_assert!(d.verify().is_err(), "byte {} accepted", at);
+            }
+        }
+    }
+
     #[test]
     fn random_bytes_never_panic_the_decoders(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
         let _ = MerkleProof::decode(&bytes);
         let _ = MultiProof::decode(&bytes);
         let _ = bmt_core::Node::decode(&bytes);
+        let _ = Witness::decode(&bytes);
     }
 }
 

@@ -1,0 +1,584 @@
+//! The rollback log: for each recent commit, the values its changed keys held before it, so
+//! that the commit can be undone.
+//!
+//! A JAM node builds on blocks that are not final yet, and must go back when a fork is
+//! abandoned. Every commit appends a *reverse delta* (each changed key with its prior value,
+//! or absence) to a log of segment files; rolling back `n` commits reads the last `n` deltas,
+//! merges them, and applies them as one commit, whose root is then exactly the root before
+//! the first of them. The log keeps the last `retained` deltas (older ones are pruned and their
+//! segments deleted), the newest ones also in memory, bounded in commits and in bytes.
+//!
+//! Which records are live is part of the meta record (see [`LogState`]): the commit that
+//! appends a delta, or that rolls back, switches the log's state at the same commit point as
+//! the data. A record written past the state's end (by a commit that did not reach its commit
+//! point) is ignored and overwritten.
+//!
+//! # Files
+//!
+//! `seg-NNNNNNNN.log` in the log folder (default `rollback/` in the database directory), each
+//! at most `segment_size` bytes (a record larger than that takes a segment alone). Records:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 0..4 | magic `b"bmtR"` |
+//! | 4 | kind: 1 (reverse delta) |
+//! | 5 | version: 1 |
+//! | 6..8 | zero |
+//! | 8..12 | body length (u32) |
+//! | 12..16 | CRC-32C of the header (these four bytes as zero) and the body |
+//! | 16..24 | sequence number of the commit the delta undoes |
+//! | 24..36 | position of the previous record (segment u32, offset u64) |
+//! | 36 | 1 when there is a previous record, else 0 |
+//! | 37..48 | zero |
+//! | 48.. | body: root before (32), root after (32), number of entries (u32), then for each: key (31), present (1 byte), and if present the value's length (u32) and the value |
+//!
+//! All integers are little endian.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bmt_core::{Hash, KEY_LEN, Key};
+
+use crate::error::{Error, Result};
+use crate::io::{Storage, StorageFile};
+
+const MAGIC: [u8; 4] = *b"bmtR";
+const HEADER: usize = 48;
+
+/// A position in the log: segment number and byte offset.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Pos {
+    /// Segment number.
+    pub segment: u32,
+    /// Byte offset in the segment.
+    pub offset: u64,
+}
+
+impl Pos {
+    fn encode(&self, out: &mut [u8]) {
+        out[..4].copy_from_slice(&self.segment.to_le_bytes());
+        out[4..12].copy_from_slice(&self.offset.to_le_bytes());
+    }
+
+    fn decode(b: &[u8]) -> Pos {
+        Pos {
+            segment: u32::from_le_bytes(b[..4].try_into().expect("4 bytes")),
+            offset: u64::from_le_bytes(b[4..12].try_into().expect("8 bytes")),
+        }
+    }
+}
+
+/// Which records are live, as a meta record keeps it (48 bytes).
+///
+/// | bytes | field |
+/// |---|---|
+/// | 0..12 | position of the oldest live record |
+/// | 12..20 | sequence number of the oldest live record |
+/// | 20..32 | position of the newest live record |
+/// | 32..44 | the end: where the next record goes |
+/// | 44..48 | number of live records (u32) |
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogState {
+    /// The oldest live record.
+    pub first: Pos,
+    /// Its sequence number.
+    pub first_seq: u64,
+    /// The newest live record.
+    pub last: Pos,
+    /// Where the next record goes.
+    pub end: Pos,
+    /// Live records.
+    pub count: u32,
+}
+
+impl LogState {
+    /// The 48-byte form kept in the meta record.
+    pub fn encode(&self) -> [u8; 48] {
+        let mut b = [0u8; 48];
+        self.first.encode(&mut b[0..12]);
+        b[12..20].copy_from_slice(&self.first_seq.to_le_bytes());
+        self.last.encode(&mut b[20..32]);
+        self.end.encode(&mut b[32..44]);
+        b[44..48].copy_from_slice(&self.count.to_le_bytes());
+        b
+    }
+
+    /// Decodes the meta record's form.
+    pub fn decode(b: &[u8; 48]) -> LogState {
+        LogState {
+            first: Pos::decode(&b[0..12]),
+            first_seq: u64::from_le_bytes(b[12..20].try_into().expect("8 bytes")),
+            last: Pos::decode(&b[20..32]),
+            end: Pos::decode(&b[32..44]),
+            count: u32::from_le_bytes(b[44..48].try_into().expect("4 bytes")),
+        }
+    }
+}
+
+/// The prior values of one commit's changed keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReverseDelta {
+    /// The commit it undoes.
+    pub seq: u64,
+    /// The root before that commit (the root a rollback returns to).
+    pub prev_root: Hash,
+    /// The root after it.
+    pub root: Hash,
+    /// Each changed key and the value it held before (`None`: absent).
+    pub entries: Vec<(Key, Option<Vec<u8>>)>,
+}
+
+impl ReverseDelta {
+    fn body_len(&self) -> usize {
+        68 + self
+            .entries
+            .iter()
+            .map(|(_, v)| KEY_LEN + 1 + v.as_ref().map_or(0, |v| 4 + v.len()))
+            .sum::<usize>()
+    }
+
+    /// Bytes it takes in memory, roughly.
+    fn weight(&self) -> usize {
+        self.body_len() + 64
+    }
+
+    fn encode(&self, prev: Option<Pos>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER + self.body_len());
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&[1, 1, 0, 0]);
+        out.extend_from_slice(&(self.body_len() as u32).to_le_bytes());
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&self.seq.to_le_bytes());
+        let mut p = [0u8; 12];
+        if let Some(prev) = prev {
+            prev.encode(&mut p);
+        }
+        out.extend_from_slice(&p);
+        out.push(prev.is_some() as u8);
+        out.extend_from_slice(&[0; 11]);
+        out.extend_from_slice(self.prev_root.as_bytes());
+        out.extend_from_slice(self.root.as_bytes());
+        out.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
+        for (k, v) in &self.entries {
+            out.extend_from_slice(&k.0);
+            match v {
+                None => out.push(0),
+                Some(v) => {
+                    out.push(1);
+                    out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                    out.extend_from_slice(v);
+                }
+            }
+        }
+        let crc = crc32c::crc32c(&out);
+        out[12..16].copy_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Decodes a record's body (already checked against its checksum).
+    fn decode_body(seq: u64, b: &[u8]) -> std::result::Result<ReverseDelta, String> {
+        let short = || "record body too short".to_string();
+        if b.len() < 68 {
+            return Err(short());
+        }
+        let prev_root = Hash(b[0..32].try_into().expect("32 bytes"));
+        let root = Hash(b[32..64].try_into().expect("32 bytes"));
+        let n = u32::from_le_bytes(b[64..68].try_into().expect("4 bytes")) as usize;
+        if n > (b.len() - 68) / (KEY_LEN + 1) {
+            return Err(format!("record claims {n} entries"));
+        }
+        let mut at = 68;
+        let mut entries = Vec::with_capacity(n);
+        for _ in 0..n {
+            let key = Key(b
+                .get(at..at + KEY_LEN)
+                .ok_or_else(short)?
+                .try_into()
+                .expect("31 bytes"));
+            at += KEY_LEN;
+            let flag = *b.get(at).ok_or_else(short)?;
+            at += 1;
+            let value = match flag {
+                0 => None,
+                1 => {
+                    let len = u32::from_le_bytes(
+                        b.get(at..at + 4).ok_or_else(short)?.try_into().expect("4"),
+                    ) as usize;
+                    at += 4;
+                    let v = b.get(at..at + len).ok_or_else(short)?.to_vec();
+                    at += len;
+                    Some(v)
+                }
+                f => return Err(format!("invalid presence flag {f}")),
+            };
+            entries.push((key, value));
+        }
+        if at != b.len() {
+            return Err("trailing bytes in a record".into());
+        }
+        Ok(ReverseDelta {
+            seq,
+            prev_root,
+            root,
+            entries,
+        })
+    }
+}
+
+/// Options of the log.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// Deltas kept (commits that can be rolled back).
+    pub retained: u32,
+    /// Deltas also kept in memory, at most.
+    pub memory_commits: usize,
+    /// Bytes of deltas kept in memory, at most.
+    pub memory_bytes: usize,
+    /// Segment files' size.
+    pub segment_size: u64,
+    /// The folder of the segment files.
+    pub dir: PathBuf,
+}
+
+/// The rollback log of an open database.
+#[derive(Debug)]
+pub struct RollbackLog {
+    storage: Arc<dyn Storage>,
+    options: LogOptions,
+    /// Open segment files by number.
+    files: BTreeMap<u32, Arc<dyn StorageFile>>,
+    /// The state in force (as the last meta record has it, or as the last commit set it).
+    state: LogState,
+    /// Positions, sequence numbers and lengths of the live records, oldest first (read from
+    /// the records' back links the first time they are needed).
+    live: Option<VecDeque<(Pos, u64, u64)>>,
+    /// The newest deltas, newest last, with their positions.
+    recent: VecDeque<(Pos, Arc<ReverseDelta>)>,
+    recent_bytes: usize,
+    /// Segments written since the last sync.
+    dirty: Vec<u32>,
+    /// What the commit in progress would make of the log, until it is accepted or rejected.
+    proposal: Option<Proposal>,
+}
+
+/// A change to the log that waits for its commit.
+#[derive(Debug)]
+struct Proposal {
+    state: LogState,
+    live: VecDeque<(Pos, u64, u64)>,
+    appended: Option<(Pos, Arc<ReverseDelta>)>,
+}
+
+impl RollbackLog {
+    /// Opens the log with the state a meta record gives. Reads nothing.
+    pub fn open(storage: Arc<dyn Storage>, options: LogOptions, state: LogState) -> Result<Self> {
+        storage
+            .create_dir_all(&options.dir)
+            .map_err(|source| Error::Io {
+                path: options.dir.clone(),
+                source,
+            })?;
+        Ok(RollbackLog {
+            storage,
+            options,
+            files: BTreeMap::new(),
+            state,
+            live: None,
+            recent: VecDeque::new(),
+            recent_bytes: 0,
+            dirty: Vec::new(),
+            proposal: None,
+        })
+    }
+
+    /// The state in force.
+    pub fn state(&self) -> LogState {
+        self.state
+    }
+
+    /// Deltas that can be rolled back.
+    pub fn len(&self) -> u32 {
+        self.state.count
+    }
+
+    fn segment_path(&self, segment: u32) -> PathBuf {
+        self.options.dir.join(format!("seg-{segment:08}.log"))
+    }
+
+    fn file(&mut self, segment: u32) -> Result<Arc<dyn StorageFile>> {
+        if let Some(f) = self.files.get(&segment) {
+            return Ok(f.clone());
+        }
+        let path = self.segment_path(segment);
+        let f = self
+            .storage
+            .open(&path, true, false)
+            .map_err(|source| Error::Io { path, source })?;
+        self.files.insert(segment, f.clone());
+        Ok(f)
+    }
+
+    fn corrupted(&self, pos: Pos, what: impl Into<String>) -> Error {
+        Error::Corrupted {
+            path: self.segment_path(pos.segment),
+            offset: pos.offset,
+            what: what.into(),
+        }
+    }
+
+    /// The live records, oldest first (walking the back links from the newest the first
+    /// time: at most the retained number of small reads).
+    fn live(&mut self) -> Result<&mut VecDeque<(Pos, u64, u64)>> {
+        if self.live.is_none() {
+            let mut live = VecDeque::with_capacity(self.state.count as usize);
+            let mut pos = (self.state.count > 0).then_some(self.state.last);
+            for _ in 0..self.state.count {
+                let p =
+                    pos.ok_or_else(|| self.corrupted(self.state.last, "the log chain ends early"))?;
+                let (header, _) = self.read_header(p)?;
+                if header[0..4] != MAGIC {
+                    return Err(self.corrupted(p, "not a rollback record"));
+                }
+                let len = HEADER as u64
+                    + u32::from_le_bytes(header[8..12].try_into().expect("4 bytes")) as u64;
+                let seq = u64::from_le_bytes(header[16..24].try_into().expect("8 bytes"));
+                live.push_front((p, seq, len));
+                pos = (header[36] == 1).then(|| Pos::decode(&header[24..36]));
+            }
+            self.live = Some(live);
+        }
+        Ok(self.live.as_mut().expect("filled just above"))
+    }
+
+    /// Writes `delta` at the end of the log and proposes the state that makes it live (with
+    /// the oldest deltas pruned past the retained window); returns that state, for the meta
+    /// record of the commit. [`RollbackLog::accept`] once the commit happened.
+    pub fn propose_append(&mut self, delta: Arc<ReverseDelta>) -> Result<LogState> {
+        let retained = self.options.retained as usize;
+        let mut live = self.live()?.clone();
+        let mut pos = self.state.end;
+        let prev = live.back().map(|(p, _, _)| *p);
+        let bytes = delta.encode(prev);
+        if pos.offset > 0 && pos.offset + bytes.len() as u64 > self.options.segment_size {
+            pos = Pos {
+                segment: pos.segment + 1,
+                offset: 0,
+            };
+        }
+        let file = self.file(pos.segment)?;
+        file.write_all_at(&bytes, pos.offset)
+            .map_err(|source| Error::Io {
+                path: self.segment_path(pos.segment),
+                source,
+            })?;
+        if !self.dirty.contains(&pos.segment) {
+            self.dirty.push(pos.segment);
+        }
+        live.push_back((pos, delta.seq, bytes.len() as u64));
+        while live.len() > retained {
+            live.pop_front();
+        }
+        let end = Pos {
+            segment: pos.segment,
+            offset: pos.offset + bytes.len() as u64,
+        };
+        let state = Self::state_of(&live, end);
+        self.proposal = Some(Proposal {
+            state,
+            live,
+            appended: Some((pos, delta)),
+        });
+        Ok(state)
+    }
+
+    /// The state for live records `live` and end `end`.
+    fn state_of(live: &VecDeque<(Pos, u64, u64)>, end: Pos) -> LogState {
+        match (live.front(), live.back()) {
+            (Some(first), Some(last)) => LogState {
+                first: first.0,
+                first_seq: first.1,
+                last: last.0,
+                end,
+                count: live.len() as u32,
+            },
+            _ => LogState {
+                first: end,
+                first_seq: 0,
+                last: end,
+                end,
+                count: 0,
+            },
+        }
+    }
+
+    fn read_header(&mut self, pos: Pos) -> Result<([u8; HEADER], Arc<dyn StorageFile>)> {
+        let file = self.file(pos.segment)?;
+        let mut header = [0u8; HEADER];
+        file.read_exact_at(&mut header, pos.offset).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                self.corrupted(pos, "a live record is past the end of its segment")
+            } else {
+                Error::Io {
+                    path: self.segment_path(pos.segment),
+                    source: e,
+                }
+            }
+        })?;
+        Ok((header, file))
+    }
+
+    /// Reads and checks the record at `pos`; returns it and the previous record's position.
+    fn read(&mut self, pos: Pos) -> Result<(ReverseDelta, Option<Pos>)> {
+        let (header, file) = self.read_header(pos)?;
+        if header[0..4] != MAGIC || header[4] != 1 || header[5] != 1 {
+            return Err(self.corrupted(pos, "not a rollback record"));
+        }
+        let len = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes")) as usize;
+        let mut record = vec![0u8; HEADER + len];
+        file.read_exact_at(&mut record, pos.offset).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                self.corrupted(pos, "a record is cut short")
+            } else {
+                Error::Io {
+                    path: self.segment_path(pos.segment),
+                    source: e,
+                }
+            }
+        })?;
+        let stored = u32::from_le_bytes(record[12..16].try_into().expect("4 bytes"));
+        record[12..16].fill(0);
+        if crc32c::crc32c(&record) != stored {
+            return Err(self.corrupted(pos, "rollback record checksum mismatch"));
+        }
+        let seq = u64::from_le_bytes(header[16..24].try_into().expect("8 bytes"));
+        let prev = (header[36] == 1).then(|| Pos::decode(&header[24..36]));
+        let delta = ReverseDelta::decode_body(seq, &record[HEADER..])
+            .map_err(|e| self.corrupted(pos, e))?;
+        Ok((delta, prev))
+    }
+
+    fn remember(&mut self, pos: Pos, delta: Arc<ReverseDelta>) {
+        self.recent_bytes += delta.weight();
+        self.recent.push_back((pos, delta));
+        while self.recent.len() > self.options.memory_commits
+            || (self.recent_bytes > self.options.memory_bytes && self.recent.len() > 1)
+        {
+            if let Some((_, d)) = self.recent.pop_front() {
+                self.recent_bytes -= d.weight();
+            }
+        }
+    }
+
+    /// The `n` newest live deltas, newest first.
+    pub fn newest(&mut self, n: u32) -> Result<Vec<Arc<ReverseDelta>>> {
+        if n > self.state.count {
+            return Err(Error::RollbackWindow {
+                requested: n,
+                available: self.state.count,
+            });
+        }
+        let positions: Vec<Pos> = self
+            .live()?
+            .iter()
+            .rev()
+            .take(n as usize)
+            .map(|(p, _, _)| *p)
+            .collect();
+        let mut out = Vec::with_capacity(n as usize);
+        for p in positions {
+            match self.recent.iter().rev().find(|(rp, _)| *rp == p) {
+                Some((_, d)) => out.push(d.clone()),
+                None => out.push(Arc::new(self.read(p)?.0)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Proposes the state without the `n` newest deltas (a rollback); returns it, for the
+    /// meta record of the rollback's commit.
+    pub fn propose_pop(&mut self, n: u32) -> Result<LogState> {
+        if n > self.state.count {
+            return Err(Error::RollbackWindow {
+                requested: n,
+                available: self.state.count,
+            });
+        }
+        let mut live = self.live()?.clone();
+        let mut end = self.state.end;
+        for _ in 0..n {
+            if let Some((p, _, _)) = live.pop_back() {
+                end = p;
+            }
+        }
+        let state = Self::state_of(&live, end);
+        self.proposal = Some(Proposal {
+            state,
+            live,
+            appended: None,
+        });
+        Ok(state)
+    }
+
+    /// The commit of the proposal happened: it is the log's state now.
+    pub fn accept(&mut self) {
+        if let Some(p) = self.proposal.take() {
+            self.state = p.state;
+            let first = p.live.front().map(|(pos, _, _)| *pos);
+            self.live = Some(p.live);
+            // Deltas in memory: the live ones only.
+            let last = self.state.last;
+            let count = self.state.count;
+            self.recent
+                .retain(|(pos, _)| count > 0 && first.is_some_and(|f| *pos >= f) && *pos <= last);
+            self.recent_bytes = self.recent.iter().map(|(_, d)| d.weight()).sum();
+            if let Some((pos, delta)) = p.appended {
+                self.remember(pos, delta);
+            }
+        }
+    }
+
+    /// The commit of the proposal failed: the log stays as it was (a record it wrote lies past
+    /// the end, to be overwritten).
+    pub fn reject(&mut self) {
+        self.proposal = None;
+    }
+
+    /// Makes the records written since the last call durable.
+    pub fn sync(&mut self) -> Result<()> {
+        for segment in std::mem::take(&mut self.dirty) {
+            let file = self.file(segment)?;
+            file.sync_data().map_err(|source| Error::Io {
+                path: self.segment_path(segment),
+                source,
+            })?;
+        }
+        self.storage
+            .sync_dir(&self.options.dir)
+            .map_err(|source| Error::Io {
+                path: self.options.dir.clone(),
+                source,
+            })
+    }
+
+    /// `durable` is the state of a durable meta record: deletes the segments wholly before
+    /// its oldest record.
+    pub fn delete_before(&mut self, durable: LogState) -> Result<()> {
+        let old: Vec<u32> = self
+            .files
+            .keys()
+            .copied()
+            .filter(|s| *s < durable.first.segment)
+            .collect();
+        for segment in old {
+            self.files.remove(&segment);
+            let path = self.segment_path(segment);
+            match self.storage.remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(Error::Io { path, source }),
+            }
+        }
+        Ok(())
+    }
+}
