@@ -106,7 +106,16 @@ pub struct FinishedSession {
     root: Hash,
     seq: u64,
     rollback_id: Option<u64>,
-    witness: Option<Arc<WitnessSource>>,
+    witness: Arc<WitnessSource>,
+}
+
+/// What a commit did, before it is handed out as a [`FinishedSession`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Committed {
+    prev_root: Hash,
+    root: Hash,
+    seq: u64,
+    rollback_id: Option<u64>,
 }
 
 /// What a finished session needs to build its witness: the state before and the changes.
@@ -114,8 +123,8 @@ pub struct FinishedSession {
 pub(crate) struct WitnessSource {
     pub(crate) db: Arc<Inner>,
     pub(crate) view: View,
-    pub(crate) reads: BTreeMap<Key, Option<Vec<u8>>>,
-    pub(crate) writes: BTreeMap<Key, Option<Vec<u8>>>,
+    pub(crate) reads: Changes,
+    pub(crate) writes: Arc<Changes>,
 }
 
 impl PartialEq for FinishedSession {
@@ -138,16 +147,19 @@ impl FinishedSession {
     /// that tracked reads) against [`FinishedSession::prev_root`], enough for a stateless
     /// verifier to recompute [`FinishedSession::root`].
     pub fn generate_witness(&self) -> Result<Witness> {
-        let w = self.witness.as_ref().ok_or(Error::WriterBusy(
-            "this commit kept no state to prove against",
-        ))?;
+        let w = &self.witness;
         w.db.check_usable()?;
         w.view.witness(&w.db, &w.reads, &w.writes, self.root)
     }
 
-    pub(crate) fn with_witness(mut self, source: WitnessSource) -> Self {
-        self.witness = Some(Arc::new(source));
-        self
+    pub(crate) fn new(done: Committed, source: WitnessSource) -> Self {
+        FinishedSession {
+            prev_root: done.prev_root,
+            root: done.root,
+            seq: done.seq,
+            rollback_id: done.rollback_id,
+            witness: Arc::new(source),
+        }
     }
 
     /// The root before the commit.
@@ -551,11 +563,19 @@ impl Inner {
     /// fails, the database stays at its previous root and the staged changes are kept; an
     /// I/O failure also poisons the handle, and reopening recovers the last durable commit
     /// (the failed one too, if its meta record was already durable).
-    pub fn commit(&self) -> Result<(FinishedSession, View, Changes)> {
+    pub fn commit(self: &Arc<Self>) -> Result<FinishedSession> {
         self.check_handle_writes()?;
         let changes = std::mem::take(&mut *self.overlay.lock());
         match self.commit_with(&changes, LogAction::Append) {
-            Ok((done, base)) => Ok((done, View::of(base), changes)),
+            Ok((done, base)) => Ok(FinishedSession::new(
+                done,
+                WitnessSource {
+                    db: self.clone(),
+                    view: View::of(base),
+                    reads: Changes::new(),
+                    writes: Arc::new(changes),
+                },
+            )),
             Err(e) => {
                 // Give the changes back, under anything staged since.
                 let mut overlay = self.overlay.lock();
@@ -573,7 +593,7 @@ impl Inner {
         &self,
         changes: &BTreeMap<Key, Option<Vec<u8>>>,
         action: LogAction,
-    ) -> Result<(FinishedSession, Arc<Version>)> {
+    ) -> Result<(Committed, Arc<Version>)> {
         let started = std::time::Instant::now();
         let mut space = self.writer.lock();
         let page_count = space.page_count;
@@ -599,7 +619,7 @@ impl Inner {
 
     /// Commits a prepared session's changes, if the database is still at the root they were
     /// prepared on.
-    pub(crate) fn commit_layer(&self, layer: &Layer) -> Result<FinishedSession> {
+    pub(crate) fn commit_layer(&self, layer: &Layer) -> Result<(Committed, Arc<Version>)> {
         self.check_handle_writes()?;
         let root = self.root();
         if root != layer.prev_root {
@@ -608,14 +628,13 @@ impl Inner {
                 actual: root,
             });
         }
-        let (done, _) = self.commit_with(&layer.flat, LogAction::Append)?;
-        Ok(done)
+        self.commit_with(&layer.flat, LogAction::Append)
     }
 
     /// Undoes the last `n` commits: their rollback deltas, merged, are applied as one commit,
     /// whose root is the root before the first of them. Asking for more than the log holds
     /// changes nothing ([`Error::RollbackWindow`]).
-    pub fn rollback_n(&self, n: u32) -> Result<FinishedSession> {
+    pub fn rollback_n(self: &Arc<Self>, n: u32) -> Result<FinishedSession> {
         self.check_handle_writes()?;
         if n == 0 {
             return Err(Error::RollbackWindow {
@@ -644,9 +663,17 @@ impl Inner {
                 changes.insert(*k, v.clone());
             }
         }
-        let (done, _) = self.commit_with(&changes, LogAction::Pop { n, root: expected })?;
+        let (done, base) = self.commit_with(&changes, LogAction::Pop { n, root: expected })?;
         self.metrics.rollback();
-        Ok(done)
+        Ok(FinishedSession::new(
+            done,
+            WitnessSource {
+                db: self.clone(),
+                view: View::of(base),
+                reads: Changes::new(),
+                writes: Arc::new(changes),
+            },
+        ))
     }
 
     /// The changes that lead from the current state back to `root` (a root within the
@@ -673,7 +700,7 @@ impl Inner {
         changes: &BTreeMap<Key, Option<Vec<u8>>>,
         action: LogAction,
         base: &Arc<Version>,
-    ) -> Result<FinishedSession> {
+    ) -> Result<Committed> {
         let seq = base.seq + 1;
         let logging = self.options.rollback;
         self.release_pending(space, base);
@@ -937,12 +964,11 @@ impl Inner {
         let version = Arc::new(version);
         *self.current.write() = version.clone();
         self.history.lock().push(version);
-        Ok(FinishedSession {
+        Ok(Committed {
             prev_root: base.root,
             root: new_root,
             seq,
             rollback_id: (logging && matches!(action, LogAction::Append)).then_some(seq),
-            witness: None,
         })
     }
 
@@ -1417,13 +1443,7 @@ impl Nomt {
     /// I/O failure also poisons the handle, and reopening recovers the last durable commit
     /// (the failed one too, if its meta record was already durable).
     pub fn commit(&self) -> Result<FinishedSession> {
-        let (done, view, writes) = self.inner.commit()?;
-        Ok(done.with_witness(WitnessSource {
-            db: self.inner.clone(),
-            view,
-            reads: BTreeMap::new(),
-            writes,
-        }))
+        self.inner.commit()
     }
 
     /// Undoes the most recent commit: the root is exactly the root before it. An error if the
@@ -1548,6 +1568,15 @@ impl Nomt {
     /// Commits an overlay, if the database is at the root it starts from ([`Error::Stale`]
     /// otherwise).
     pub fn commit_overlay(&self, overlay: &Overlay) -> Result<FinishedSession> {
-        self.inner.commit_layer(&overlay.layer)
+        let (done, base) = self.inner.commit_layer(&overlay.layer)?;
+        Ok(FinishedSession::new(
+            done,
+            WitnessSource {
+                db: self.inner.clone(),
+                view: View::of(base),
+                reads: Changes::new(),
+                writes: overlay.layer.flat.clone(),
+            },
+        ))
     }
 }

@@ -23,7 +23,7 @@ use std::sync::atomic::Ordering;
 use bmt_core::{Hash, Key, LeafNode, LeafValue, MerkleProof, MultiProofError, Witness};
 
 use crate::btree;
-use crate::db::{FinishedSession, Inner, IntoKey, Snapshot, Version};
+use crate::db::{Changes, FinishedSession, Inner, IntoKey, Snapshot, Version, WitnessSource};
 use crate::error::{Error, Result};
 use crate::trie::{self, NodeKind, PageId, PageView, TrieChange, TriePage, TrieSource};
 
@@ -31,7 +31,7 @@ use crate::trie::{self, NodeKind, PageId, PageView, TrieChange, TriePage, TrieSo
 #[derive(Debug)]
 pub(crate) struct Layer {
     /// The changes, with full values (`None`: deleted).
-    pub(crate) flat: BTreeMap<Key, Option<Vec<u8>>>,
+    pub(crate) flat: Arc<Changes>,
     /// What the changed keys' leaves hold (`None`: deleted).
     leaves: BTreeMap<Key, Option<LeafValue>>,
     /// Trie pages as the changes leave them (`None`: no longer stored).
@@ -170,7 +170,7 @@ impl View {
             .map(|(id, page, _)| (id, page.map(|p| Arc::new(*p))))
             .collect();
         Ok(Layer {
-            flat: changes,
+            flat: Arc::new(changes),
             leaves,
             pages,
             prev_root: self.root(),
@@ -531,7 +531,16 @@ impl PreparedSession {
     pub fn commit(mut self) -> Result<FinishedSession> {
         // The writer is handed back before the commit takes it as the handle's.
         drop(self.guard.take());
-        self.db.commit_layer(&self.layer)
+        let (done, base) = self.db.commit_layer(&self.layer)?;
+        Ok(FinishedSession::new(
+            done,
+            WitnessSource {
+                db: self.db.clone(),
+                view: View::of(base),
+                reads: self.reads.take().unwrap_or_default(),
+                writes: self.layer.flat.clone(),
+            },
+        ))
     }
 
     /// Discards the changes.

@@ -172,6 +172,10 @@ fn run(steps: Vec<Step>, base: [u8; 31], retained: u32) {
                     0 => {
                         let done = prepared.commit().unwrap();
                         assert_eq!(done.root(), root_of(&next));
+                        // The finished session's witness has the session's reads too.
+                        let fw = done.generate_witness().unwrap();
+                        check_witness(&fw, &current, &next);
+                        assert_eq!(fw, w);
                         history.push(next);
                         window = (window + 1).min(retained);
                     }
@@ -201,8 +205,9 @@ fn run(steps: Vec<Step>, base: [u8; 31], retained: u32) {
                         } else {
                             p2.rollback();
                         }
-                        db.commit_overlay(&overlay).unwrap();
+                        let done = db.commit_overlay(&overlay).unwrap();
                         assert_eq!(db.root(), root_of(&next));
+                        check_witness(&done.generate_witness().unwrap(), &current, &next);
                         // A session on a chain that does not start at the root is refused.
                         if root_of(&next) != root_of(&current) {
                             assert!(matches!(
@@ -229,6 +234,8 @@ fn run(steps: Vec<Step>, base: [u8; 31], retained: u32) {
                     let back = history.last().unwrap();
                     assert_eq!(done.root(), root_of(back));
                     assert_eq!(db.root(), root_of(back));
+                    // A rollback is a state transition too, with its witness.
+                    check_witness(&done.generate_witness().unwrap(), &current, back);
                 }
             }
             Step::ReadAt(k) => {
