@@ -24,7 +24,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use bmt_core::{Hash, Key, KeyError, LeafNode, LeafValue, MerkleProof, ValueHasher, Witness};
+use bmt_core::{
+    Hash, Key, KeyError, LeafNode, LeafValue, MerkleProof, MultiProof, ValueHasher, Witness,
+};
 use parking_lot::{Mutex, RwLock};
 
 use crate::btree;
@@ -1434,6 +1436,12 @@ impl Nomt {
     /// A proof of `key`'s committed value (or absence) against [`Nomt::root`].
     pub fn generate_proof(&self, key: impl IntoKey) -> Result<MerkleProof> {
         self.inner.generate_proof(key)
+    }
+
+    /// One proof of many keys' values (or absences) at the committed root, sharing the nodes
+    /// their paths have in common (see [`ReadSession::generate_multiproof`]).
+    pub fn generate_multiproof(&self, keys: &[Key]) -> Result<MultiProof> {
+        self.begin_read()?.generate_multiproof(keys)
     }
 
     /// Applies every staged change to disk, atomically, and returns the new root.

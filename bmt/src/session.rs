@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bmt_core::{Hash, Key, LeafNode, LeafValue, MerkleProof, MultiProofError, Witness};
+use bmt_core::{Hash, Key, LeafNode, LeafValue, MerkleProof, MultiProof, MultiProofError, Witness};
 
 use crate::btree;
 use crate::db::{Changes, FinishedSession, Inner, IntoKey, Snapshot, Version, WitnessSource};
@@ -103,6 +103,22 @@ impl View {
             self.root_node(),
             self.key_count(),
             key,
+        )
+    }
+
+    /// A multiproof of `keys` (any order, repeats allowed) against this view's root.
+    pub(crate) fn multiproof(&self, db: &Inner, keys: &[Key]) -> Result<MultiProof> {
+        let mut keys = keys.to_vec();
+        keys.sort_unstable();
+        keys.dedup();
+        let src = self.source(db);
+        trie::multiproof(
+            &src,
+            db.elide_below,
+            self.root_node(),
+            self.key_count(),
+            &keys,
+            &HashSet::new(),
         )
     }
 
@@ -347,6 +363,15 @@ impl ReadSession {
         let key = key.into_key()?;
         self.db.check_usable()?;
         self.view.prove(&self.db, &key)
+    }
+
+    /// One proof of many keys' values (or absences) against [`ReadSession::root`], sharing
+    /// the nodes their paths have in common: smaller than their separate proofs.
+    /// [`MultiProof::verify_entries`] checks it; [`MultiProof::proof_of`] extracts a key's
+    /// single proof.
+    pub fn generate_multiproof(&self, keys: &[Key]) -> Result<MultiProof> {
+        self.db.check_usable()?;
+        self.view.multiproof(&self.db, keys)
     }
 
     /// Ends the session (dropping it does the same).

@@ -250,6 +250,19 @@ fn run(steps: Vec<Step>, base: [u8; 31], retained: u32) {
                         let p = r.generate_proof(key).unwrap();
                         assert_eq!(p, reference.prove(key));
                     }
+                    let mut keys: Vec<Key> =
+                        old.keys().take(5).chain(current.keys().take(5)).copied().collect();
+                    keys.push(clustered_key(base, 9, [0xC3; 31]));
+                    let mp = r.generate_multiproof(&keys).unwrap();
+                    keys.sort();
+                    keys.dedup();
+                    assert_eq!(mp, reference.multiproof(&keys));
+                    mp.verify_entries(
+                        &root,
+                        keys.iter().map(|k| (k, old.get(k).map(|v| v.as_slice()))),
+                        &bmt_core::Blake2bValueHasher,
+                    )
+                    .unwrap();
                 } else if k > window && (k as usize) < history.len() {
                     let old = &history[history.len() - 1 - k as usize];
                     if root_of(old) != root_of(&current)
