@@ -250,8 +250,12 @@ fn run(steps: Vec<Step>, base: [u8; 31], retained: u32) {
                         let p = r.generate_proof(key).unwrap();
                         assert_eq!(p, reference.prove(key));
                     }
-                    let mut keys: Vec<Key> =
-                        old.keys().take(5).chain(current.keys().take(5)).copied().collect();
+                    let mut keys: Vec<Key> = old
+                        .keys()
+                        .take(5)
+                        .chain(current.keys().take(5))
+                        .copied()
+                        .collect();
                     keys.push(clustered_key(base, 9, [0xC3; 31]));
                     let mp = r.generate_multiproof(&keys).unwrap();
                     keys.sort();
