@@ -1,4 +1,5 @@
 //! Micro-benchmarks of the database: reads, staging writes, commits of 1 / 100 / 10,000
+//! updates, read-session creation, rolling back and proving (witness) a commit of 10,000
 //! updates, and proofs from disk.
 //!
 //! `cargo bench -p bmt-bench --bench db`. The database holds 2^20 keys with 32-byte values,
@@ -93,6 +94,67 @@ fn benches(c: &mut Criterion) {
             )
         });
     }
+    g.finish();
+
+    let mut g = c.benchmark_group("session");
+    g.bench_function("begin_read", |b| {
+        b.iter(|| black_box(f.db.begin_read().unwrap()))
+    });
+    g.finish();
+
+    // Rolling back a commit of 10,000 updates, against committing it (`commit/updates_10000`).
+    let mut g = c.benchmark_group("rollback");
+    g.sample_size(10).measurement_time(Duration::from_secs(10));
+    g.bench_function("updates_10000", |b| {
+        b.iter_batched(
+            || {
+                for _ in 0..10_000 {
+                    f.db.insert(f.keys[rng.below(KEYS)], rng.value32()).unwrap();
+                }
+                f.db.commit().unwrap();
+            },
+            |()| f.db.rollback().unwrap(),
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+
+    // The witness of a commit of 10,000 updates.
+    let mut g = c.benchmark_group("witness");
+    g.sample_size(10).measurement_time(Duration::from_secs(10));
+    let commit_of_10k = |rng: &mut DetRng| {
+        for _ in 0..10_000 {
+            f.db.insert(f.keys[rng.below(KEYS)], rng.value32()).unwrap();
+        }
+        f.db.commit().unwrap()
+    };
+    {
+        let done = commit_of_10k(&mut rng);
+        let witness = done.generate_witness().unwrap();
+        let separate: usize = witness
+            .proof
+            .proofs_of(&witness.keys)
+            .unwrap()
+            .iter()
+            .map(|p| p.encode().len())
+            .sum();
+        let size = witness.encode().len();
+        let proof = witness.proof.encode().len();
+        eprintln!(
+            "witness of a 10,000-update commit: {size} bytes ({proof} of multiproof); \
+             {separate} bytes of separate proofs of its keys ({:.2}x the witness, {:.2}x its \
+             multiproof)",
+            separate as f64 / size as f64,
+            separate as f64 / proof as f64
+        );
+    }
+    g.bench_function("generate_updates_10000", |b| {
+        b.iter_batched(
+            || commit_of_10k(&mut rng),
+            |done| black_box(done.generate_witness().unwrap()),
+            BatchSize::PerIteration,
+        )
+    });
     g.finish();
 
     let mut g = c.benchmark_group("proof");

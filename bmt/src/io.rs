@@ -59,6 +59,8 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn exists(&self, path: &Path) -> io::Result<bool>;
     /// Removes a file.
     fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// The names of the files in a directory (not of subdirectories), in no particular order.
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
     /// Makes a directory's entries (created or removed files) durable.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
     /// Takes the exclusive lock of a directory; `Ok(None)` if someone else holds it.
@@ -176,6 +178,19 @@ impl Storage for FileStorage {
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         std::fs::remove_file(path)
+    }
+
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(path)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file()
+                && let Ok(name) = entry.file_name().into_string()
+            {
+                names.push(name);
+            }
+        }
+        Ok(names)
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
@@ -345,6 +360,17 @@ impl Storage for MemStorage {
             Some(_) => Ok(()),
             None => Err(io::ErrorKind::NotFound.into()),
         }
+    }
+
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        Ok(self
+            .inner
+            .files
+            .lock()
+            .keys()
+            .filter(|p| p.parent() == Some(path))
+            .filter_map(|p| p.file_name()?.to_str().map(str::to_string))
+            .collect())
     }
 
     fn sync_dir(&self, _path: &Path) -> io::Result<()> {

@@ -37,3 +37,8 @@ pub use error::{Error, Result};
 pub use metrics::{LatencyHistogram, Metrics};
 pub use options::Options;
 pub use session::{Overlay, PreparedSession, ReadSession, WriteSession};
+
+/// The README's Rust examples, compiled as doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeExamples;

@@ -34,7 +34,7 @@
 //!
 //! All integers are little endian.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -45,6 +45,15 @@ use crate::io::{Storage, StorageFile};
 
 const MAGIC: [u8; 4] = *b"bmtR";
 const HEADER: usize = 48;
+
+/// The number of a segment file's name (`seg-NNNNNNNN.log`), if it is one.
+fn segment_number(name: &str) -> Option<u32> {
+    let digits = name.strip_prefix("seg-")?.strip_suffix(".log")?;
+    if digits.len() < 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
 
 /// A position in the log: segment number and byte offset.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -248,6 +257,8 @@ pub struct RollbackLog {
     options: LogOptions,
     /// Open segment files by number.
     files: BTreeMap<u32, Arc<dyn StorageFile>>,
+    /// Segments that exist, whether opened or not.
+    on_disk: BTreeSet<u32>,
     /// The state in force (as the last meta record has it, or as the last commit set it).
     state: LogState,
     /// Positions, sequence numbers and lengths of the live records, oldest first (read from
@@ -271,25 +282,61 @@ struct Proposal {
 }
 
 impl RollbackLog {
-    /// Opens the log with the state a meta record gives. Reads nothing.
+    /// Opens the log with the state the meta record in force gives. Reads no record; removes
+    /// the segments that state does not use (left by pruning that a crash interrupted, by
+    /// a commit that created a segment but did not reach its commit point, or by commits
+    /// made with the log off).
     pub fn open(storage: Arc<dyn Storage>, options: LogOptions, state: LogState) -> Result<Self> {
-        storage
-            .create_dir_all(&options.dir)
-            .map_err(|source| Error::Io {
-                path: options.dir.clone(),
-                source,
-            })?;
-        Ok(RollbackLog {
+        let io_err = |source| Error::Io {
+            path: options.dir.clone(),
+            source,
+        };
+        storage.create_dir_all(&options.dir).map_err(io_err)?;
+        let on_disk: BTreeSet<u32> = storage
+            .list_dir(&options.dir)
+            .map_err(io_err)?
+            .iter()
+            .filter_map(|name| segment_number(name))
+            .collect();
+        let mut log = RollbackLog {
             storage,
             options,
             files: BTreeMap::new(),
+            on_disk,
             state,
             live: None,
             recent: VecDeque::new(),
             recent_bytes: 0,
             dirty: Vec::new(),
             proposal: None,
-        })
+        };
+        let first = if state.count > 0 {
+            state.first.segment
+        } else {
+            state.end.segment
+        };
+        let dead: Vec<u32> = log
+            .on_disk
+            .iter()
+            .copied()
+            .filter(|s| *s < first || *s > state.end.segment)
+            .collect();
+        log.remove_segments(&dead)?;
+        Ok(log)
+    }
+
+    fn remove_segments(&mut self, segments: &[u32]) -> Result<()> {
+        for &segment in segments {
+            self.files.remove(&segment);
+            self.on_disk.remove(&segment);
+            let path = self.segment_path(segment);
+            match self.storage.remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(Error::Io { path, source }),
+            }
+        }
+        Ok(())
     }
 
     /// The state in force.
@@ -316,6 +363,7 @@ impl RollbackLog {
             .open(&path, true, false)
             .map_err(|source| Error::Io { path, source })?;
         self.files.insert(segment, f.clone());
+        self.on_disk.insert(segment);
         Ok(f)
     }
 
@@ -564,21 +612,12 @@ impl RollbackLog {
     /// `durable` is the state of a durable meta record: deletes the segments wholly before
     /// its oldest record.
     pub fn delete_before(&mut self, durable: LogState) -> Result<()> {
-        let old: Vec<u32> = self
-            .files
-            .keys()
-            .copied()
-            .filter(|s| *s < durable.first.segment)
-            .collect();
-        for segment in old {
-            self.files.remove(&segment);
-            let path = self.segment_path(segment);
-            match self.storage.remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => return Err(Error::Io { path, source }),
-            }
-        }
-        Ok(())
+        let first = if durable.count > 0 {
+            durable.first.segment
+        } else {
+            durable.end.segment
+        };
+        let old: Vec<u32> = self.on_disk.range(..first).copied().collect();
+        self.remove_segments(&old)
     }
 }

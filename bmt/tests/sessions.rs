@@ -438,3 +438,58 @@ fn metrics_count() {
     m.reset();
     assert_eq!((m.reads(), m.commits()), (0, 0));
 }
+
+/// The segment files of the log under `/db/rollback`.
+fn segments(storage: &MemStorage) -> Vec<String> {
+    use bmt::io::Storage;
+    let mut names = storage
+        .list_dir(std::path::Path::new("/db/rollback"))
+        .unwrap();
+    names.sort();
+    names
+}
+
+#[test]
+fn the_log_keeps_only_the_segments_it_uses() {
+    let storage = Arc::new(MemStorage::new());
+    // Each commit's delta (50 keys of 100-byte values) is about 6.8 KB: one segment each.
+    let options = Options::new("/db")
+        .storage(storage.clone())
+        .rollback_retained(3)
+        .rollback_segment_size(8192);
+    let mut db = Nomt::open(options.clone()).unwrap();
+    for round in 0..10u8 {
+        for i in 0..50u8 {
+            db.insert([i; 31], vec![round; 100]).unwrap();
+        }
+        db.commit().unwrap();
+        // Pruned segments go, across reopens too.
+        assert!(segments(&storage).len() <= 4, "{:?}", segments(&storage));
+        if round % 3 == 2 {
+            db.close().unwrap();
+            drop(db);
+            db = Nomt::open(options.clone()).unwrap();
+        }
+    }
+    assert_eq!(db.rollback_window(), 3);
+    let root = db.root();
+    db.close().unwrap();
+    drop(db);
+
+    // Commits with the log off leave it empty: its segments are removed when it is next on.
+    let db = Nomt::open(options.clone().rollback(false)).unwrap();
+    db.insert([1u8; 31], b"off").unwrap();
+    let off_root = db.commit().unwrap().root();
+    assert!(matches!(db.rollback(), Err(Error::RollbackDisabled)));
+    db.close().unwrap();
+    drop(db);
+    let db = Nomt::open(options).unwrap();
+    assert_eq!(db.root(), off_root);
+    assert_eq!(db.rollback_window(), 0);
+    assert!(segments(&storage).len() <= 1, "{:?}", segments(&storage));
+    db.insert([1u8; 31], b"on").unwrap();
+    db.commit().unwrap();
+    db.rollback().unwrap();
+    assert_eq!(db.root(), off_root);
+    assert_ne!(off_root, root);
+}

@@ -64,7 +64,8 @@ pub struct Args {
     #[arg(short = 'w', long, value_enum, default_value_t = Workload::Randw)]
     workload: Workload,
     /// log2 of the number of keys in the database.
-    #[arg(short = 'c', long = "capacity", default_value_t = 20)]
+    #[arg(short = 'c', long = "capacity", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..=32))]
     capacity: u32,
     /// Operations per commit.
     #[arg(short = 's', long = "size", default_value_t = 10_000)]
@@ -88,6 +89,10 @@ pub struct Args {
     /// Keys per commit while loading.
     #[arg(long, default_value_t = 1 << 20)]
     load_batch: usize,
+    /// Keep a rollback log (both engines, 100 commits) during the measured commits. The load
+    /// runs without one, as a node restoring a snapshot would.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    rollback: bool,
     /// Measurements per engine (with `--backend both`, the engines alternate).
     #[arg(long, default_value_t = 1)]
     rounds: u32,
@@ -109,6 +114,9 @@ pub struct Measurement {
     workload: Workload,
     capacity: u32,
     size: usize,
+    /// Whether the rollback log was on.
+    #[serde(default)]
+    rollback: bool,
     commits: u64,
     seconds: f64,
     ops_per_s: f64,
@@ -178,9 +186,12 @@ struct BmtEngine {
 }
 
 impl BmtEngine {
-    fn open(dir: &Path, cache_mb: u64) -> Result<Self> {
-        let db = bmt::Nomt::open(bmt::Options::new(dir).page_cache_size(cache_mb << 20))
-            .with_context(|| format!("opening {}", dir.display()))?;
+    fn open(dir: &Path, cache_mb: u64, rollback: bool) -> Result<Self> {
+        let options = bmt::Options::new(dir)
+            .page_cache_size(cache_mb << 20)
+            .rollback(rollback)
+            .rollback_retained(100);
+        let db = bmt::Nomt::open(options).with_context(|| format!("opening {}", dir.display()))?;
         Ok(BmtEngine {
             db,
             phases: bmt::CommitStats::default(),
@@ -237,14 +248,21 @@ impl Engine for BmtEngine {
     }
 }
 
-fn open_engine(backend: Backend, dir: &Path, args: &Args) -> Result<Box<dyn Engine>> {
+/// Opens the engine, with the rollback log on or off.
+fn open_engine(
+    backend: Backend,
+    dir: &Path,
+    args: &Args,
+    rollback: bool,
+) -> Result<Box<dyn Engine>> {
     match backend {
-        Backend::Bmt => Ok(Box::new(BmtEngine::open(dir, args.cache_mb)?)),
+        Backend::Bmt => Ok(Box::new(BmtEngine::open(dir, args.cache_mb, rollback)?)),
         #[cfg(feature = "nomt")]
         Backend::Nomt => Ok(Box::new(nomt_engine::NomtEngine::open(
             dir,
             args.cache_mb,
             args.capacity,
+            rollback,
         )?)),
         #[cfg(not(feature = "nomt"))]
         Backend::Nomt => bail!("this build has no NOMT: rebuild with `--features nomt`"),
@@ -273,7 +291,7 @@ mod nomt_engine {
     }
 
     impl NomtEngine {
-        pub fn open(dir: &Path, cache_mb: u64, capacity: u32) -> Result<Self> {
+        pub fn open(dir: &Path, cache_mb: u64, capacity: u32, rollback: bool) -> Result<Self> {
             let mut o = Options::new();
             o.path(dir);
             o.commit_concurrency(std::thread::available_parallelism().map_or(2, |n| n.get()));
@@ -284,6 +302,8 @@ mod nomt_engine {
             // A preallocated hash table takes 4 KiB per bucket up front (64 GiB at 2^24 keys):
             // let the file system allocate pages as NOMT writes them instead.
             o.preallocate_ht(false);
+            o.rollback(rollback);
+            o.max_rollback_log_len(100);
             let nomt = Nomt::open(o)?;
             Ok(NomtEngine {
                 session: None,
@@ -372,12 +392,17 @@ fn orchestrate(args: &Args) -> Result<Status> {
     if !args.json {
         println!(
             "workload {:?}: 2^{} keys, {} operations per commit, caches {} MiB per engine; \
-             NOMT: hash table of {} buckets (not preallocated), commit concurrency = cores, \
-             warm-up on, direct I/O (both)",
+             rollback log {} (both); NOMT: hash table of {} buckets (not preallocated), \
+             commit concurrency = cores, warm-up on; direct I/O (both)",
             args.workload,
             args.capacity,
             args.size,
             args.cache_mb,
+            if args.rollback {
+                "of 100 commits"
+            } else {
+                "off"
+            },
             (1u64 << args.capacity).max(1 << 16),
         );
     }
@@ -438,6 +463,7 @@ fn child(args: &Args, backend: Backend, dir: &Path, role: &str) -> Result<String
         .args(["--seed", &args.seed.to_string()])
         .args(["--cache-mb", &args.cache_mb.to_string()])
         .args(["--load-batch", &args.load_batch.to_string()])
+        .args(["--rollback", &args.rollback.to_string()])
         .arg("--path")
         .arg(dir);
     if let Some(c) = args.commits {
@@ -456,20 +482,29 @@ fn child(args: &Args, backend: Backend, dir: &Path, role: &str) -> Result<String
 /// Loads `2^c` keys in key order.
 fn load(args: &Args, backend: Backend, dir: &Path) -> Result<Loaded> {
     let n = 1u64 << args.capacity;
-    let mut engine = open_engine(backend, dir, args)?;
+    let mut engine = open_engine(backend, dir, args, false)?;
     let start = Instant::now();
     let bar = progress(n, "loading");
-    let mut keys: Vec<[u8; 32]> = (0..n).map(|i| key32(args.seed, i)).collect();
-    keys.sort_unstable();
+    // Key order, with 8 bytes per key: the key's first 64 - c bits above its index (ties
+    // of the prefix sort by index, which only reorders keys within a commit).
+    let c = args.capacity;
+    let mut order: Vec<u64> = (0..n)
+        .map(|i| {
+            let prefix = u64::from_be_bytes(key32(args.seed, i)[..8].try_into().expect("8"));
+            prefix >> c << c | i
+        })
+        .collect();
+    order.sort_unstable();
+    let index_mask = (1u64 << c) - 1;
     let value = initial_value(args.workload);
-    for chunk in keys.chunks(args.load_batch.max(1)) {
-        for key in chunk {
-            engine.write(key, value.clone())?;
+    for chunk in order.chunks(args.load_batch.max(1)) {
+        for packed in chunk {
+            engine.write(&key32(args.seed, packed & index_mask), value.clone())?;
         }
         engine.commit()?;
         bar.inc(chunk.len() as u64);
     }
-    drop(keys);
+    drop(order);
     engine.close()?;
     bar.finish_and_clear();
     Ok(Loaded {
@@ -489,7 +524,7 @@ fn measure(args: &Args, backend: Backend, dir: &Path) -> Result<Measurement> {
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0);
     std::fs::write(&runs_file, (run + 1).to_string())?;
-    let mut engine = open_engine(backend, dir, args)?;
+    let mut engine = open_engine(backend, dir, args, args.rollback)?;
     let mut rng = ChaCha8Rng::seed_from_u64(
         args.seed
             .wrapping_add(2)
@@ -578,6 +613,7 @@ fn measure(args: &Args, backend: Backend, dir: &Path) -> Result<Measurement> {
         workload: args.workload,
         capacity: args.capacity,
         size: args.size,
+        rollback: args.rollback,
         commits: commit_times.len() as u64,
         seconds,
         ops_per_s: ops / seconds,
