@@ -20,7 +20,7 @@ fn import(db: &Nomt, fork: u8, height: u32, n: u32) -> Result<bmt::Hash, Error> 
     for i in 0..n {
         db.insert(key(height * 1000 + i % 50), [fork; 40])?;
     }
-    if height % 2 == 0 {
+    if height.is_multiple_of(2) {
         db.delete(key((height - 1) * 1000))?;
     }
     Ok(db.commit()?.root())

@@ -283,7 +283,7 @@ fn walk_levels(
             &refs,
             (PageKind::LeafNode, PageKind::BranchNode),
             validate_node,
-        );
+        )?;
         let mut next = Vec::new();
         for (r, range) in level {
             let p = match read_node(pager, r)? {
@@ -442,6 +442,56 @@ pub fn range(
     f: &mut dyn FnMut(&Key, &[u8]) -> Result<bool>,
 ) -> Result<()> {
     range_with(pager, root, &mut Cursor::new(), lo, hi, f)
+}
+
+/// Visits every page and entry of the tree, in key order, checking what a lookup does not:
+/// that every key lies within the separators that lead to it, and that all leaves are at the
+/// same depth. `page` is called with each page number (branches before their children),
+/// `entry` with each entry.
+pub fn walk(
+    pager: &Pager,
+    root: Option<PageRef>,
+    page: &mut dyn FnMut(u64) -> Result<()>,
+    entry: &mut dyn FnMut(&Key, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let Some(root) = root else { return Ok(()) };
+    let mut leaf_depth: Option<usize> = None;
+    // (reference, depth, smallest key allowed, first key not allowed)
+    let mut stack: Vec<(PageRef, usize, Option<Key>, Option<Key>)> = vec![(root, 0, None, None)];
+    while let Some((r, depth, lo, hi)) = stack.pop() {
+        page(r.pgno)?;
+        let in_range = |k: &Key| lo.is_none_or(|lo| *k >= lo) && hi.is_none_or(|hi| *k < hi);
+        match read_node(pager, r)? {
+            Node::Leaf(p) => {
+                if *leaf_depth.get_or_insert(depth) != depth {
+                    return Err(pager.corrupted(r.pgno, "leaves at different depths"));
+                }
+                for i in 0..leaf_len(&p) {
+                    let key = leaf_key_owned(&p, i);
+                    if !in_range(&key) {
+                        return Err(pager.corrupted(r.pgno, "a key outside its separators"));
+                    }
+                    entry(&key, leaf_payload(&p, i))?;
+                }
+            }
+            Node::Branch(p) => {
+                let n = branch_len(&p);
+                let sep = |i: usize| (i >= 1 && i < n).then(|| branch_sep_owned(&p, i));
+                for i in 1..n {
+                    if !in_range(&branch_sep_owned(&p, i)) {
+                        return Err(pager.corrupted(r.pgno, "a separator outside its range"));
+                    }
+                }
+                // Pushed last child first, so that children are visited in key order.
+                for i in (0..n).rev() {
+                    let child_lo = if i == 0 { lo } else { sep(i) };
+                    let child_hi = if i + 1 == n { hi } else { sep(i + 1) };
+                    stack.push((branch_child(&p, i), depth + 1, child_lo, child_hi));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------

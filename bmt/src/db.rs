@@ -30,6 +30,7 @@ use bmt_core::{
 use parking_lot::{Mutex, RwLock};
 
 use crate::btree;
+use crate::check::{CheckProgress, CheckReport};
 use crate::error::{Error, Result};
 use crate::flat::{self, Entry};
 use crate::freelist::{Delta, FreeSpace};
@@ -201,7 +202,7 @@ pub struct CommitStats {
 
 /// The writer's bookkeeping: what is free, what waits to become free, where the file ends.
 #[derive(Debug)]
-struct Space {
+pub(crate) struct Space {
     /// Pages free now.
     free: FreeSpace,
     /// Pages freed by commit `seq`, reusable once no reader holds an older state and that
@@ -218,7 +219,7 @@ struct Space {
 /// The persisted free list: a full list, then a journal of changes, one entry per meta record
 /// (so that a small commit writes one journal page, not the whole list).
 #[derive(Debug, Clone, Default)]
-struct ListState {
+pub(crate) struct ListState {
     full: Option<PageRef>,
     full_pages: Vec<u64>,
     journal: Option<PageRef>,
@@ -227,6 +228,13 @@ struct ListState {
     removed: Vec<(u64, u64)>,
     /// Runs freed since the last meta record.
     added: Vec<(u64, u64)>,
+}
+
+impl ListState {
+    /// The pages the list itself takes: its full list and journal pages.
+    pub(crate) fn pages(&self) -> impl Iterator<Item = u64> + '_ {
+        self.full_pages.iter().chain(&self.journal_pages).copied()
+    }
 }
 
 /// The database behind a [`Nomt`] handle, shared with its sessions.
@@ -240,12 +248,12 @@ pub(crate) struct Inner {
     /// Versions handed to readers, to know which freed pages are still in use.
     history: Mutex<Vec<Arc<Version>>>,
     pub(crate) overlay: Mutex<BTreeMap<Key, Option<Vec<u8>>>>,
-    writer: Mutex<Space>,
+    pub(crate) writer: Mutex<Space>,
     last_commit: Mutex<CommitStats>,
     closed: AtomicBool,
     lock: Mutex<Option<Box<dyn DirLock>>>,
     /// The rollback log, when enabled.
-    log: Mutex<Option<RollbackLog>>,
+    pub(crate) log: Mutex<Option<RollbackLog>>,
     /// Counters.
     pub(crate) metrics: Metrics,
     /// Whether a write session is open.
@@ -302,11 +310,19 @@ impl Inner {
         let pager = Pager::new(file, &data_path, options.page_cache_bytes, poisoned);
         let file_pages = pager.file_pages()?;
         let hasher = options.value_hasher.clone();
-        let (meta, fresh) = if !existed || file_pages == 0 {
-            (None, true)
+        let meta = if !existed || file_pages == 0 {
+            None
         } else {
-            (Some(recover_meta(&pager)?), false)
+            match recover_meta(&pager) {
+                Ok(m) => Some(m),
+                // The database's creation never completed (it failed, or the power went,
+                // before both meta slots were durable): nothing was ever committed, since any
+                // commit with changes writes past the two meta pages. Start afresh.
+                Err(Error::Corrupted { .. }) if file_pages <= 2 => None,
+                Err(e) => return Err(e),
+            }
         };
+        let fresh = meta.is_none();
         let meta = match meta {
             Some(m) => m,
             None => {
@@ -342,48 +358,7 @@ impl Inner {
                 given: hasher.name().to_string(),
             });
         }
-        // The free list of the record in force: the full list, then its journal.
-        let mut free = FreeSpace::new();
-        let mut list = ListState {
-            full: meta.freelist,
-            journal: meta.journal,
-            ..ListState::default()
-        };
-        let mut next = meta.freelist;
-        while let Some(r) = next {
-            if list.full_pages.len() as u64 > meta.page_count {
-                return Err(pager.corrupted(r.pgno, "free-list chain loops"));
-            }
-            let page = pager.read_uncached(r.pgno, PageKind::FreeList, Some(r.crc))?;
-            list.full_pages.push(r.pgno);
-            next = free
-                .decode_page(&page)
-                .map_err(|e| pager.corrupted(r.pgno, e))?;
-        }
-        let mut deltas = Vec::new();
-        let mut next = meta.journal;
-        while let Some(r) = next {
-            if deltas.len() as u32 >= meta.journal_len {
-                return Err(pager.corrupted(r.pgno, "free-list journal longer than recorded"));
-            }
-            let page = pager.read_uncached(r.pgno, PageKind::FreeListDelta, Some(r.crc))?;
-            let delta = Delta::decode(&page).map_err(|e| pager.corrupted(r.pgno, e))?;
-            next = delta.prev;
-            list.journal_pages.push(r.pgno);
-            deltas.push((r.pgno, delta));
-        }
-        if deltas.len() as u32 != meta.journal_len {
-            return Err(pager.corrupted(0, "free-list journal shorter than recorded"));
-        }
-        list.journal_pages.reverse();
-        for (pgno, delta) in deltas.iter().rev() {
-            delta
-                .apply(&mut free)
-                .map_err(|e| pager.corrupted(*pgno, e))?;
-        }
-        if free.iter().any(|(s, l)| s + l > meta.page_count) {
-            return Err(pager.corrupted(0, "free list names pages past the end of the data"));
-        }
+        let (free, list) = load_free_list(&pager, &meta)?;
         let log = if options.rollback {
             let state = LogState::decode(&meta.rollback);
             Some(RollbackLog::open(
@@ -606,12 +581,20 @@ impl Inner {
                 Ok((done, base))
             }
             Err(e) => {
-                for (start, len) in space.free.take_allocated() {
-                    space.free.free(start, len);
+                // Any I/O error stops the handle (the rollback log's included).
+                if matches!(e, Error::Io { .. }) {
+                    self.pager.poison();
                 }
-                space.page_count = page_count;
-                if let Some(log) = self.log.lock().as_mut() {
-                    log.reject();
+                // Undo the writer's bookkeeping, unless the commit was published (it failed
+                // after its commit point, and stands).
+                if self.version().seq == base.seq {
+                    for (start, len) in space.free.take_allocated() {
+                        space.free.free(start, len);
+                    }
+                    space.page_count = page_count;
+                    if let Some(log) = self.log.lock().as_mut() {
+                        log.reject();
+                    }
                 }
                 self.metrics.failed_commit();
                 Err(e)
@@ -954,11 +937,12 @@ impl Inner {
         lap(&mut stats.sync);
         *self.last_commit.lock() = stats;
 
-        // The commit happened: publish it.
+        // The commit happened: publish it. Nothing below may undo it.
+        let mut prune = Ok(());
         if let Some(log) = self.log.lock().as_mut() {
             log.accept();
             if durable {
-                log.delete_before(log.state())?;
+                prune = log.delete_before(log.state());
             }
         }
         space.pending = pending;
@@ -966,6 +950,12 @@ impl Inner {
         let version = Arc::new(version);
         *self.current.write() = version.clone();
         self.history.lock().push(version);
+        // Old log segments that could not be removed: the commit stands, but the handle stops
+        // here like after any I/O error (the segments are removed at the next open).
+        if let Err(e) = prune {
+            self.pager.poison();
+            return Err(e);
+        }
         Ok(Committed {
             prev_root: base.root,
             root: new_root,
@@ -1006,7 +996,7 @@ impl Inner {
             self.pager
                 .prefetch(&refs, (PageKind::Trie, PageKind::Trie), |_, p| {
                     trie::validate_page(p)
-                });
+                })?;
             keys = below;
         }
         range_ends.sort_unstable();
@@ -1196,8 +1186,11 @@ impl Inner {
         space.pending = pending;
         space.list = list;
         space.durable_seq = version.seq;
-        if let Some(log) = self.log.lock().as_mut() {
-            log.delete_before(log.state())?;
+        if let Some(log) = self.log.lock().as_mut()
+            && let Err(e) = log.delete_before(log.state())
+        {
+            self.pager.poison();
+            return Err(e);
         }
         Ok(())
     }
@@ -1263,7 +1256,53 @@ impl Drop for Settle<'_> {
 }
 
 /// Reads both meta slots and returns the newer valid record.
-fn recover_meta(pager: &Pager) -> Result<Meta> {
+/// The free list of a meta record: its full list, then its journal applied.
+pub(crate) fn load_free_list(pager: &Pager, meta: &Meta) -> Result<(FreeSpace, ListState)> {
+    let mut free = FreeSpace::new();
+    let mut list = ListState {
+        full: meta.freelist,
+        journal: meta.journal,
+        ..ListState::default()
+    };
+    let mut next = meta.freelist;
+    while let Some(r) = next {
+        if list.full_pages.len() as u64 > meta.page_count {
+            return Err(pager.corrupted(r.pgno, "free-list chain loops"));
+        }
+        let page = pager.read_uncached(r.pgno, PageKind::FreeList, Some(r.crc))?;
+        list.full_pages.push(r.pgno);
+        next = free
+            .decode_page(&page)
+            .map_err(|e| pager.corrupted(r.pgno, e))?;
+    }
+    let mut deltas = Vec::new();
+    let mut next = meta.journal;
+    while let Some(r) = next {
+        if deltas.len() as u32 >= meta.journal_len {
+            return Err(pager.corrupted(r.pgno, "free-list journal longer than recorded"));
+        }
+        let page = pager.read_uncached(r.pgno, PageKind::FreeListDelta, Some(r.crc))?;
+        let delta = Delta::decode(&page).map_err(|e| pager.corrupted(r.pgno, e))?;
+        next = delta.prev;
+        list.journal_pages.push(r.pgno);
+        deltas.push((r.pgno, delta));
+    }
+    if deltas.len() as u32 != meta.journal_len {
+        return Err(pager.corrupted(0, "free-list journal shorter than recorded"));
+    }
+    list.journal_pages.reverse();
+    for (pgno, delta) in deltas.iter().rev() {
+        delta
+            .apply(&mut free)
+            .map_err(|e| pager.corrupted(*pgno, e))?;
+    }
+    if free.iter().any(|(s, l)| s + l > meta.page_count) {
+        return Err(pager.corrupted(0, "free list names pages past the end of the data"));
+    }
+    Ok((free, list))
+}
+
+pub(crate) fn recover_meta(pager: &Pager) -> Result<Meta> {
     let mut best: Option<Meta> = None;
     let mut errors = Vec::new();
     for slot in 0..2u64 {
@@ -1286,15 +1325,20 @@ fn recover_meta(pager: &Pager) -> Result<Meta> {
             Err(e @ Error::Io { .. }) => return Err(e),
             Err(e) => {
                 // A page format this build does not know is a version error, not corruption.
-                let page = pager.read_raw(slot)?;
-                if page.bytes()[0..4] == crate::page::PAGE_MAGIC
-                    && page.bytes()[5] != crate::page::PAGE_VERSION
-                {
-                    return Err(Error::UnsupportedVersion {
-                        path: pager.path().to_path_buf(),
-                        found: page.bytes()[5] as u32,
-                        supported: crate::page::PAGE_VERSION as u32,
-                    });
+                // (A slot past the end of the file is just not valid.)
+                match pager.read_raw(slot) {
+                    Ok(page)
+                        if page.bytes()[0..4] == crate::page::PAGE_MAGIC
+                            && page.bytes()[5] != crate::page::PAGE_VERSION =>
+                    {
+                        return Err(Error::UnsupportedVersion {
+                            path: pager.path().to_path_buf(),
+                            found: page.bytes()[5] as u32,
+                            supported: crate::page::PAGE_VERSION as u32,
+                        });
+                    }
+                    Err(e @ Error::Io { .. }) => return Err(e),
+                    _ => {}
                 }
                 errors.push(format!("slot {slot}: {e}"))
             }
@@ -1485,6 +1529,15 @@ impl Nomt {
     /// Where the time of the last successful commit went.
     pub fn last_commit_stats(&self) -> CommitStats {
         self.inner.last_commit_stats()
+    }
+
+    /// Reads and checks the whole database: every page's checksum and structure, every value,
+    /// the stored trie against the flat store, the root recomputed from the contents, the
+    /// free list and the rollback log (see `bmt check`). Commits wait while it runs.
+    /// `progress` is called now and then. The first problem found is returned, as
+    /// [`Error::Corrupted`] naming the file and position.
+    pub fn check(&self, progress: &mut dyn FnMut(CheckProgress)) -> Result<CheckReport> {
+        self.inner.check(progress)
     }
 
     /// The live counters of this handle.

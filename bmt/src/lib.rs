@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 mod btree;
+mod check;
 mod db;
 mod error;
 mod flat;
@@ -28,10 +29,12 @@ mod page;
 mod pager;
 mod rollback;
 mod session;
+pub mod sim;
 mod trie;
 mod uring;
 
 pub use bmt_core::{Hash, Key, KeyError, MerkleProof, MultiProof, ValueHasher, Witness};
+pub use check::{CheckProgress, CheckReport, CheckStage};
 pub use db::{CommitStats, FinishedSession, IntoKey, Nomt};
 pub use error::{Error, Result};
 pub use metrics::{LatencyHistogram, Metrics};

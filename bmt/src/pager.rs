@@ -61,6 +61,7 @@ impl Pager {
     ) -> Self {
         let items = (cache_bytes / PAGE_SIZE as u64).max(16) as usize;
         let uring = file.raw_fd().and_then(|fd| uring::start(fd, file.clone()));
+        let has_fd = file.raw_fd().is_some();
         Pager {
             file,
             path: path.to_path_buf(),
@@ -72,7 +73,11 @@ impl Pager {
                 Recycle,
             )),
             poisoned,
-            io: uring.is_none().then(|| IoThreads::start(IO_THREADS)),
+            // A real file without io_uring gets many threads, to keep the disk's queue full;
+            // storage without a file descriptor (memory, simulations) needs only a few.
+            io: uring
+                .is_none()
+                .then(|| IoThreads::start(if has_fd { IO_THREADS } else { IO_THREADS_NO_FD })),
             uring,
             counters: IoCounters::default(),
         }
@@ -91,7 +96,12 @@ impl Pager {
         Ok(())
     }
 
-    /// Wraps an I/O error and poisons the handle.
+    /// Stops the handle: every later call fails with `Error::Poisoned`.
+    pub fn poison(&self) {
+        self.poisoned.store(true, Ordering::Release);
+    }
+
+    /// An I/O error on the data file; it poisons the handle.
     pub fn io_error(&self, source: std::io::Error) -> Error {
         self.poisoned.store(true, Ordering::Release);
         Error::Io {
@@ -333,12 +343,13 @@ impl Pager {
                     })
                     .collect(),
                 Box::new(move |results| {
+                    let error = first_error(&results);
                     for ((op, result), r) in results.into_iter().zip(&read.refs) {
                         if let (uring::Op::Read { buf, .. }, Ok(())) = (op, result) {
                             read.admit(*r, buf);
                         }
                     }
-                    batch.complete(None);
+                    batch.complete(error);
                 }),
             ),
         };
@@ -357,14 +368,15 @@ impl Pager {
 
     /// Reads, many at once on the I/O threads, the pages of `refs` that are not in the cache,
     /// and puts those that pass their checks (of `kind`, and `validate`) in the cache. A page
-    /// that fails is left out, for the normal read to report. At most half the cache is
+    /// that fails its checks is left out, for the normal read to report; a read that fails
+    /// is an I/O error like any other (it poisons the handle). At most half the cache is
     /// filled this way, so that prefetched pages are not evicted before they are used.
     pub fn prefetch(
         &self,
         refs: &[PageRef],
         kinds: (PageKind, PageKind),
         validate: fn(PageKind, &PageBuf) -> Result<(), String>,
-    ) {
+    ) -> Result<()> {
         let budget = (self.cache.capacity() / 2) as usize;
         let mut missing: Vec<PageRef> = refs
             .iter()
@@ -375,7 +387,7 @@ impl Pager {
         missing.dedup_by_key(|r| r.pgno);
         missing.truncate(budget);
         if missing.is_empty() {
-            return;
+            return Ok(());
         }
         let batch = WriteBatch::new();
         const PER_JOB: usize = 8;
@@ -397,11 +409,7 @@ impl Pager {
         self.counters
             .prefetched
             .fetch_add(missing.len() as u64, Ordering::Relaxed);
-        // Read errors are not reported here: the reads that need the pages will meet them.
-        let mut state = batch.state.lock();
-        while state.0 > 0 {
-            batch.done.wait(&mut state);
-        }
+        self.wait(&batch)
     }
 
     /// Waits for every write of `batch`; the first failure poisons the handle.
@@ -489,6 +497,8 @@ impl quick_cache::Lifecycle<u64, SharedPage> for Recycle {
 /// blocks until the device has answered: random 4 KiB reads reach about 14,000 per second one
 /// at a time and about 100,000 per second 64 at a time here).
 const IO_THREADS: usize = 64;
+/// I/O threads for storage without a file descriptor.
+const IO_THREADS_NO_FD: usize = 4;
 
 /// A group of writes to wait for together.
 #[derive(Debug, Default)]

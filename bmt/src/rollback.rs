@@ -269,6 +269,8 @@ pub struct RollbackLog {
     recent_bytes: usize,
     /// Segments written since the last sync.
     dirty: Vec<u32>,
+    /// A segment was created since the last sync: the folder must be synced too.
+    created: bool,
     /// What the commit in progress would make of the log, until it is accepted or rejected.
     proposal: Option<Proposal>,
 }
@@ -308,6 +310,7 @@ impl RollbackLog {
             recent: VecDeque::new(),
             recent_bytes: 0,
             dirty: Vec::new(),
+            created: false,
             proposal: None,
         };
         let first = if state.count > 0 {
@@ -363,7 +366,9 @@ impl RollbackLog {
             .open(&path, true, false)
             .map_err(|source| Error::Io { path, source })?;
         self.files.insert(segment, f.clone());
-        self.on_disk.insert(segment);
+        if self.on_disk.insert(segment) {
+            self.created = true;
+        }
         Ok(f)
     }
 
@@ -543,6 +548,30 @@ impl RollbackLog {
         Ok(out)
     }
 
+    /// Reads every live record from disk (not from memory), checking each, and that they
+    /// chain: each record's root is the next one's root before, and the newest ends at
+    /// `root`. Returns the number of records.
+    pub fn verify(&mut self, root: Hash) -> Result<u32> {
+        let positions: Vec<Pos> = self.live()?.iter().map(|(p, _, _)| *p).collect();
+        let mut expected_prev: Option<Hash> = None;
+        let mut last_root = None;
+        for p in &positions {
+            let (delta, _) = self.read(*p)?;
+            if expected_prev.is_some_and(|h| h != delta.prev_root) {
+                return Err(self.corrupted(*p, "record does not follow the one before"));
+            }
+            expected_prev = Some(delta.root);
+            last_root = Some(delta.root);
+        }
+        if last_root.is_some_and(|r| r != root) {
+            return Err(self.corrupted(
+                self.state.last,
+                "the newest record does not end at the root",
+            ));
+        }
+        Ok(positions.len() as u32)
+    }
+
     /// Proposes the state without the `n` newest deltas (a rollback); returns it, for the
     /// meta record of the rollback's commit.
     pub fn propose_pop(&mut self, n: u32) -> Result<LogState> {
@@ -601,12 +630,17 @@ impl RollbackLog {
                 source,
             })?;
         }
-        self.storage
-            .sync_dir(&self.options.dir)
-            .map_err(|source| Error::Io {
-                path: self.options.dir.clone(),
-                source,
-            })
+        // A new segment's name must be durable too (removals need not be: a removed segment
+        // that comes back after a crash is dead, and removed at the next open).
+        if std::mem::take(&mut self.created) {
+            self.storage
+                .sync_dir(&self.options.dir)
+                .map_err(|source| Error::Io {
+                    path: self.options.dir.clone(),
+                    source,
+                })?;
+        }
+        Ok(())
     }
 
     /// `durable` is the state of a durable meta record: deletes the segments wholly before

@@ -83,7 +83,7 @@ pub struct PageId {
 
 impl PageId {
     /// The top page.
-    fn root_page() -> Self {
+    pub(crate) fn root_page() -> Self {
         PageId {
             path: Key::default(),
             layer: 0,
@@ -108,6 +108,113 @@ impl PageId {
     pub fn table_key(&self) -> Key {
         self.path.with_bit(self.top_depth(), true)
     }
+}
+
+impl PageId {
+    /// The page whose page-table key this is (see [`PageId::table_key`]), if it is one.
+    pub fn from_table_key(key: &Key) -> Option<PageId> {
+        let marker = (0..KEY_BITS).rev().find(|&i| key.bit(i))?;
+        if marker % PAGE_LEVELS != 0 || marker / PAGE_LEVELS > MAX_LAYER {
+            return None;
+        }
+        Some(PageId {
+            path: key.prefix(marker),
+            layer: (marker / PAGE_LEVELS) as u8,
+        })
+    }
+
+    /// The path bits above the page (the rest zero).
+    pub fn path(&self) -> Key {
+        self.path
+    }
+
+    /// The layer.
+    pub fn layer(&self) -> usize {
+        self.layer as usize
+    }
+
+    /// The depth of the page's top position.
+    pub fn depth(&self) -> usize {
+        self.top_depth()
+    }
+
+    /// The page below bottom node `j`.
+    pub fn child(&self, j: usize) -> PageId {
+        let top = self.top_depth();
+        let mut path = self.path;
+        // (Below the last layer's page, positions past the key's last bit do not exist.)
+        for b in (0..PAGE_LEVELS).filter(|b| top + b < KEY_BITS) {
+            path = path.with_bit(top + b, j >> (PAGE_LEVELS - 1 - b) & 1 == 1);
+        }
+        PageId {
+            path,
+            layer: self.layer + 1,
+        }
+    }
+}
+
+/// What checking one stored trie page found (see [`check_page`]).
+#[derive(Debug)]
+pub struct PageCheck {
+    /// The hash of the position above the page (a branch over its two top nodes).
+    pub top: Hash,
+    /// Keys under the page, as the page records.
+    pub count: u64,
+    /// Bottom branches whose page below is stored: `(j, hash)`.
+    pub stored_children: Vec<(usize, Hash)>,
+    /// Bottom branches whose page below is elided: `(j, hash)`, to recompute from the keys.
+    pub elided_children: Vec<(usize, Hash)>,
+}
+
+/// Checks a stored trie page on its own: every branch inside it is the hash of its two
+/// children and has at least two keys below (not two empty children, nor a leaf beside an
+/// empty one); nothing lies below a leaf or an empty position.
+pub fn check_page(page: &PageBuf) -> Result<PageCheck, String> {
+    let p = TriePage::decode(page);
+    let at = |d: usize, i: usize| (1usize << d) - 2 + i;
+    for d in 1..PAGE_LEVELS {
+        for i in 0..1usize << d {
+            let (l, r) = (p.node(at(d + 1, 2 * i)), p.node(at(d + 1, 2 * i + 1)));
+            match p.node(at(d, i)) {
+                NodeKind::Branch(h) => {
+                    let collapses = matches!(
+                        (l, r),
+                        (NodeKind::Empty, NodeKind::Empty)
+                            | (NodeKind::Leaf(_), NodeKind::Empty)
+                            | (NodeKind::Empty, NodeKind::Leaf(_))
+                    );
+                    if collapses {
+                        return Err(format!("branch at depth {d}, index {i} is not canonical"));
+                    }
+                    if bmt_core::hash_branch(&l.hash(), &r.hash()) != h {
+                        return Err(format!("branch at depth {d}, index {i} has a wrong hash"));
+                    }
+                }
+                NodeKind::Leaf(_) | NodeKind::Empty => {
+                    if l != NodeKind::Empty || r != NodeKind::Empty {
+                        return Err(format!("nodes below a leaf or empty position at depth {d}"));
+                    }
+                }
+            }
+        }
+    }
+    let (n0, n1) = (p.node(0), p.node(1));
+    let mut check = PageCheck {
+        top: bmt_core::hash_branch(&n0.hash(), &n1.hash()),
+        count: p.count,
+        stored_children: Vec::new(),
+        elided_children: Vec::new(),
+    };
+    for j in 0..64 {
+        if let NodeKind::Branch(h) = p.node(at(PAGE_LEVELS, j)) {
+            if p.child_stored(j) {
+                check.stored_children.push((j, h));
+            } else {
+                check.elided_children.push((j, h));
+            }
+        }
+    }
+    Ok(check)
 }
 
 /// The page ids on the paths of sorted `keys` at `layer`, in page-table key order, each once,

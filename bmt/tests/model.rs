@@ -110,6 +110,8 @@ fn run(batches: Vec<Vec<Op>>, base: [u8; 31], elide_below: u32, reopen_every: us
         assert_eq!(done.prev_root(), prev);
         assert_eq!(done.root(), db.root());
         check(&db, &model, &probes);
+        // The full check (every page, the trie against the flat store, the free space).
+        db.check(&mut |_| {}).unwrap();
         if reopen_every > 0 && n % reopen_every == reopen_every - 1 {
             db.close().unwrap();
             drop(db);

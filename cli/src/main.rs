@@ -19,6 +19,7 @@ use clap::{Parser, Subcommand};
 
 mod backend;
 mod bench;
+mod check;
 mod gen_state;
 mod replay;
 mod state_file;
@@ -44,6 +45,9 @@ enum Command {
     GenState(gen_state::Args),
     /// Benchmarks the database: loads 2^c random keys, then times commits of random writes.
     Bench(bench::Args),
+    /// Reads and checks a whole database: every checksum, every value, the stored trie, the
+    /// free list, the rollback log, and the root recomputed from the contents.
+    Check(check::Args),
 }
 
 /// How a command ended, worst outcome first when several files are involved.
@@ -80,6 +84,7 @@ fn main() -> ExitCode {
         Command::ReplayTrace(args) => replay::run(&args),
         Command::GenState(args) => gen_state::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Check(args) => check::run(&args),
     };
     match result {
         Ok(status) => status.into(),

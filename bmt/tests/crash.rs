@@ -1,0 +1,366 @@
+//! Simulated power loss: random workloads (large values, deletes, rollbacks, reopens) on a
+//! storage that loses power at a chosen sync; after each loss, unsynced writes are kept,
+//! dropped, torn or garbled at random, the database is reopened, and it must be at the last
+//! acknowledged commit or at the one in flight, with exactly that state's contents and root,
+//! a working rollback log, and room to go on.
+//!
+//! `cargo test -p bmt --test crash` runs the CI campaign (at least 500 crash points). The
+//! longer run: `BMT_CRASH_WORKLOADS=400 cargo test --release -p bmt --test crash -- --nocapture`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use bmt::sim::{CrashStorage, LossMode, LossReport};
+use bmt::{Error, Hash, Key, Nomt, Options};
+use bmt_core::ReferenceTrie;
+
+type State = BTreeMap<Key, Vec<u8>>;
+
+fn root_of(state: &State) -> Hash {
+    ReferenceTrie::new(state.iter().map(|(k, v)| (*k, v.clone()))).root()
+}
+
+/// SplitMix64: the workloads replay exactly from their seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Commit(Vec<(Key, Option<Vec<u8>>)>),
+    Rollback(u32),
+    Reopen,
+}
+
+/// A random workload over a small key space (so that updates, deletes and subtrie collapses
+/// are frequent), with values from empty to large.
+fn workload(seed: u64, steps: usize) -> Vec<Step> {
+    let mut rng = Rng(seed);
+    let mut out = Vec::new();
+    for _ in 0..steps {
+        let step = match rng.below(12) {
+            0 => Step::Rollback(1 + rng.below(3) as u32),
+            1 => Step::Reopen,
+            _ => {
+                let n = 1 + rng.below(40) as usize;
+                let changes = (0..n)
+                    .map(|_| {
+                        let mut k = [0u8; 31];
+                        // Keys share long prefixes: 3 bits of the first byte vary, then the
+                        // last byte.
+                        k[0] = (rng.below(8) as u8) << 5;
+                        k[30] = rng.below(64) as u8;
+                        let key = Key(k);
+                        let value = match rng.below(10) {
+                            0 => None,
+                            1 => Some(vec![rng.next() as u8; rng.below(200_000) as usize]),
+                            2 => Some(Vec::new()),
+                            _ => Some(vec![rng.next() as u8; 1 + rng.below(64) as usize]),
+                        };
+                        (key, value)
+                    })
+                    .collect();
+                Step::Commit(changes)
+            }
+        };
+        out.push(step);
+    }
+    out
+}
+
+fn apply(state: &State, changes: &[(Key, Option<Vec<u8>>)]) -> State {
+    let mut next = state.clone();
+    for (k, v) in changes {
+        match v {
+            Some(v) => next.insert(*k, v.clone()),
+            None => next.remove(k),
+        };
+    }
+    next
+}
+
+const RETAINED: u32 = 4;
+
+fn options(storage: &CrashStorage) -> Options {
+    Options::new("/db")
+        .storage(Arc::new(storage.clone()))
+        .rollback_retained(RETAINED)
+        .rollback_segment_size(64 * 1024)
+        .elide_below(4)
+}
+
+/// What the database acknowledged: the committed states, oldest first, and how many of the
+/// newest can be rolled back.
+#[derive(Debug, Clone)]
+struct Model {
+    history: Vec<State>,
+    window: u32,
+}
+
+impl Model {
+    fn current(&self) -> &State {
+        self.history.last().expect("never empty")
+    }
+
+    fn after(&self, step: &Step) -> Option<Model> {
+        let mut m = self.clone();
+        match step {
+            Step::Commit(changes) => {
+                let next = apply(self.current(), changes);
+                m.history.push(next);
+                m.window = (m.window + 1).min(RETAINED);
+            }
+            Step::Rollback(n) => {
+                if *n > self.window {
+                    return None;
+                }
+                m.history.truncate(m.history.len() - *n as usize);
+                m.window -= n;
+            }
+            Step::Reopen => return None,
+        }
+        Some(m)
+    }
+}
+
+/// Runs `steps` until the power goes (at sync `crash_at`, 0: never). Returns the model of
+/// what was acknowledged, the outcome of the step in flight (if it changes the state), and
+/// every key touched.
+fn run_until_crash(
+    storage: &CrashStorage,
+    steps: &[Step],
+    crash_at: u64,
+) -> (Model, Option<Model>, BTreeSet<Key>) {
+    storage.crash_at_sync(crash_at);
+    let mut model = Model {
+        history: vec![State::new()],
+        window: 0,
+    };
+    let mut touched = BTreeSet::new();
+    let mut db = match Nomt::open(options(storage)) {
+        Ok(db) => db,
+        Err(e) => {
+            assert!(storage.is_powered_off(), "open failed without a crash: {e}");
+            return (model, None, touched);
+        }
+    };
+    for step in steps {
+        let result = match step {
+            Step::Commit(changes) => {
+                let mut r = Ok(());
+                for (k, v) in changes {
+                    touched.insert(*k);
+                    r = match v {
+                        Some(v) => db.insert(k, v),
+                        None => db.delete(k),
+                    };
+                    if r.is_err() {
+                        break;
+                    }
+                }
+                r.and_then(|()| db.commit().map(|_| ()))
+            }
+            Step::Rollback(n) => match db.rollback_n(*n) {
+                Err(Error::RollbackWindow { .. }) if *n > model.window => continue,
+                r => r.map(|_| ()),
+            },
+            Step::Reopen => {
+                let closed = db.close();
+                drop(db);
+                match closed.and_then(|()| Nomt::open(options(storage))) {
+                    Ok(d) => {
+                        db = d;
+                        continue;
+                    }
+                    Err(e) => {
+                        assert!(
+                            storage.is_powered_off(),
+                            "reopen failed without a crash: {e}"
+                        );
+                        return (model, None, touched);
+                    }
+                }
+            }
+        };
+        match result {
+            Ok(()) => model = model.after(step).expect("a step that succeeded"),
+            Err(e) => {
+                assert!(
+                    storage.is_powered_off(),
+                    "{step:?} failed without a crash: {e}"
+                );
+                let in_flight = model.after(step);
+                return (model, in_flight, touched);
+            }
+        }
+    }
+    storage.power_off();
+    (model, None, touched)
+}
+
+/// Reopens the storage as recovered and checks it against the acknowledged model or the one
+/// in flight. Returns the recovery's report.
+fn check_recovery(
+    storage: &CrashStorage,
+    mode: LossMode,
+    seed: u64,
+    acked: &Model,
+    in_flight: Option<&Model>,
+    touched: &BTreeSet<Key>,
+    context: &str,
+) -> LossReport {
+    let (recovered, report) = storage.recover(mode, seed);
+    let db = Nomt::open(options(&recovered))
+        .unwrap_or_else(|e| panic!("{context}: reopening after the crash failed: {e}"));
+    let root = db.root();
+    let model = if root == root_of(acked.current()) {
+        acked
+    } else if let Some(m) = in_flight.filter(|m| root == root_of(m.current())) {
+        m
+    } else {
+        panic!(
+            "{context}: the database opened at {root}, neither the acknowledged state nor the one in flight"
+        );
+    };
+    let state = model.current();
+    assert_eq!(db.key_count(), state.len() as u64, "{context}");
+    for k in touched {
+        assert_eq!(
+            db.get(k).unwrap().as_ref(),
+            state.get(k),
+            "{context}: key {k}"
+        );
+    }
+    // Proofs from disk agree with the reference.
+    let reference = ReferenceTrie::new(state.iter().map(|(k, v)| (*k, v.clone())));
+    for k in touched.iter().take(4) {
+        assert_eq!(
+            db.generate_proof(k).unwrap(),
+            reference.prove(k),
+            "{context}"
+        );
+    }
+    // The rollback log matches the state it opened at.
+    assert_eq!(db.rollback_window(), model.window, "{context}");
+    if model.window > 0 {
+        let previous = &model.history[model.history.len() - 2];
+        db.rollback()
+            .unwrap_or_else(|e| panic!("{context}: rollback: {e}"));
+        assert_eq!(db.root(), root_of(previous), "{context}: rollback");
+    }
+    // And it goes on: a commit after recovery reuses free space correctly.
+    let mut next = State::new();
+    for k in touched.iter().take(8) {
+        db.insert(k, b"after recovery").unwrap();
+    }
+    let base = if model.window > 0 {
+        model.history[model.history.len() - 2].clone()
+    } else {
+        state.clone()
+    };
+    next.extend(base);
+    for k in touched.iter().take(8) {
+        next.insert(*k, b"after recovery".to_vec());
+    }
+    assert_eq!(
+        db.commit().unwrap().root(),
+        root_of(&next),
+        "{context}: commit after recovery"
+    );
+    db.close().unwrap();
+    report
+}
+
+/// Runs `workloads` random workloads, each crashed at `points` syncs spread over its run, each
+/// crash recovered twice (random loss with two seeds). Returns crash points and recoveries.
+fn campaign(first_seed: u64, workloads: u64, points: u64) -> (u64, LossReport) {
+    let mut crash_points = 0;
+    let mut total = LossReport::default();
+    for w in 0..workloads {
+        let seed = first_seed + w;
+        let steps = workload(seed, 24);
+        // A run without a crash gives the number of syncs.
+        let dry = CrashStorage::new();
+        run_until_crash(&dry, &steps, 0);
+        let syncs = dry.syncs();
+        let mut rng = Rng(seed ^ 0xC0FFEE);
+        for p in 0..points {
+            // Spread over the run, plus one past the end (a crash after the last step).
+            let at = if p == points - 1 {
+                syncs + 1
+            } else {
+                1 + rng.below(syncs.max(1))
+            };
+            let storage = CrashStorage::new();
+            let (acked, in_flight, touched) = run_until_crash(&storage, &steps, at);
+            for r in 0..2 {
+                let context =
+                    format!("workload {seed}, crash at sync {at} of {syncs}, loss seed {r}");
+                let report = check_recovery(
+                    &storage,
+                    LossMode::Random,
+                    seed * 1000 + at * 2 + r,
+                    &acked,
+                    in_flight.as_ref(),
+                    &touched,
+                    &context,
+                );
+                total.kept += report.kept;
+                total.dropped += report.dropped;
+                total.torn += report.torn;
+                total.garbled += report.garbled;
+            }
+            crash_points += 1;
+        }
+    }
+    (crash_points, total)
+}
+
+#[test]
+fn power_loss_at_random_syncs_recovers_an_acknowledged_or_in_flight_state() {
+    let workloads: u64 = std::env::var("BMT_CRASH_WORKLOADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(25);
+    let (points, report) = campaign(1, workloads, 21);
+    println!("{points} crash points, unsynced writes after loss: {report:?}");
+    assert!(points >= 500 || workloads < 25);
+    assert!(report.dropped > 0 && report.torn > 0 && report.garbled > 0 && report.kept > 0);
+}
+
+#[test]
+fn losing_every_unsynced_write_or_keeping_all_recovers_too() {
+    for seed in 100..110 {
+        let steps = workload(seed, 24);
+        let dry = CrashStorage::new();
+        run_until_crash(&dry, &steps, 0);
+        for at in (1..=dry.syncs() + 1).step_by(5) {
+            let storage = CrashStorage::new();
+            let (acked, in_flight, touched) = run_until_crash(&storage, &steps, at);
+            for mode in [LossMode::DropAll, LossMode::KeepAll] {
+                let context = format!("workload {seed}, crash at sync {at}, {mode:?}");
+                check_recovery(
+                    &storage,
+                    mode,
+                    0,
+                    &acked,
+                    in_flight.as_ref(),
+                    &touched,
+                    &context,
+                );
+            }
+        }
+    }
+}
