@@ -5,7 +5,7 @@
 //! a working rollback log, and room to go on.
 //!
 //! `cargo test -p bmt --test crash` runs the CI campaign (at least 500 crash points). The
-//! longer run: `BMT_CRASH_WORKLOADS=400 cargo test --release -p bmt --test crash -- --nocapture`.
+//! longer run: `BMT_CRASH_WORKLOADS=480 cargo test --release -p bmt --test crash -- --nocapture`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
