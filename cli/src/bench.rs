@@ -2,9 +2,10 @@
 //!
 //! Workloads follow NOMT's benchtop so that the numbers compare:
 //!
-//! - `randw`: each commit updates `-s` random existing keys (32-byte values);
+//! - `randw`: each commit writes `-s` random keys (32-byte values): updates of existing keys,
+//!   and with `--fresh P`, P% inserts of new keys;
 //! - `randr`: `-s` random reads of existing keys per commit;
-//! - `randrw`: half reads, half updates;
+//! - `randrw`: half reads, half writes (as `randw`);
 //! - `transfer`: `-s` token transfers per commit: read two random accounts (8-byte balances),
 //!   write both.
 //!
@@ -79,6 +80,10 @@ pub struct Args {
     /// Seed of the keys and values.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Percentage of the writes of `randw` and `randrw` that insert a new key instead of
+    /// updating an existing one (the database grows during the run).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    fresh: u8,
     /// Directory for the databases (kept, and reused when they hold the right keys); default:
     /// a temporary directory, removed afterwards.
     #[arg(long)]
@@ -391,12 +396,14 @@ fn orchestrate(args: &Args) -> Result<Status> {
     };
     if !args.json {
         println!(
-            "workload {:?}: 2^{} keys, {} operations per commit, caches {} MiB per engine; \
-             rollback log {} (both); NOMT: hash table of {} buckets (not preallocated), \
-             commit concurrency = cores, warm-up on; direct I/O (both)",
+            "workload {:?}: 2^{} keys, {} operations per commit ({}% of writes insert new \
+             keys), caches {} MiB per engine; rollback log {} (both); NOMT: hash table of {} \
+             buckets (not preallocated), commit concurrency = cores, warm-up on; direct I/O \
+             (both)",
             args.workload,
             args.capacity,
             args.size,
+            args.fresh,
             args.cache_mb,
             if args.rollback {
                 "of 100 commits"
@@ -461,6 +468,7 @@ fn child(args: &Args, backend: Backend, dir: &Path, role: &str) -> Result<String
             &format!("{}ms", args.time_limit.as_millis()),
         ])
         .args(["--seed", &args.seed.to_string()])
+        .args(["--fresh", &args.fresh.to_string()])
         .args(["--cache-mb", &args.cache_mb.to_string()])
         .args(["--load-batch", &args.load_batch.to_string()])
         .args(["--rollback", &args.rollback.to_string()])
@@ -559,10 +567,19 @@ fn measure(args: &Args, backend: Backend, dir: &Path) -> Result<Measurement> {
             }
             Ok(v)
         };
+        // An existing key, or with probability `--fresh` a new one (ids above 2^63, never
+        // loaded).
+        let write_key = |rng: &mut ChaCha8Rng| {
+            if args.fresh > 0 && rng.random_range(0..100u8) < args.fresh {
+                key32(args.seed, (1 << 63) | rng.random::<u64>())
+            } else {
+                key32(args.seed, rng.random_range(0..n))
+            }
+        };
         for i in 0..args.size {
             match args.workload {
                 Workload::Randw => {
-                    let key = key32(args.seed, rng.random_range(0..n));
+                    let key = write_key(&mut rng);
                     engine.write(&key, random_value(&mut rng))?;
                 }
                 Workload::Randr => {
@@ -574,6 +591,7 @@ fn measure(args: &Args, backend: Backend, dir: &Path) -> Result<Measurement> {
                     if i % 2 == 0 {
                         read(&mut engine, &key)?;
                     } else {
+                        let key = write_key(&mut rng);
                         engine.write(&key, random_value(&mut rng))?;
                     }
                 }
