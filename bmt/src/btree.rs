@@ -143,6 +143,33 @@ fn validate_node(kind: PageKind, p: &PageBuf) -> Result<(), String> {
     }
 }
 
+/// Fuzzing: checks `page` as a node of `kind` and, when it passes, reads every part of it the
+/// way lookups and updates do.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_node(kind: PageKind, page: &PageBuf) {
+    if validate_node(kind, page).is_err() {
+        return;
+    }
+    let probe = [0x80u8; KEY_LEN];
+    if kind == PageKind::LeafNode {
+        for i in 0..leaf_len(page) {
+            let _ = leaf_key_owned(page, i);
+            let _ = leaf_entry_cost(page, i);
+            let _ = crate::flat::decode(leaf_payload(page, i));
+        }
+        let _ = leaf_search(page, &probe);
+        let _ = leaf_bytes(page);
+    } else {
+        for i in 0..branch_len(page) {
+            let _ = branch_child(page, i);
+        }
+        for i in 1..branch_len(page) {
+            let _ = branch_sep_owned(page, i);
+        }
+        let _ = branch_route(page, &probe);
+    }
+}
+
 fn read_node(pager: &Pager, r: PageRef) -> Result<Node> {
     let page = pager.read_either(r, PageKind::LeafNode, PageKind::BranchNode, validate_node)?;
     Ok(if page.bytes()[4] == PageKind::LeafNode as u8 {

@@ -21,6 +21,9 @@ mod db;
 mod error;
 mod flat;
 mod freelist;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod io;
 mod meta;
 mod metrics;

@@ -414,6 +414,20 @@ fn raw_node(page: &PageBuf, i: usize) -> NodeKind {
     }
 }
 
+/// Fuzzing: checks `page` as a trie page read from disk and, when it passes, runs the
+/// whole-page check of `bmt check` and reads every node.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_page(page: &PageBuf) {
+    if validate_page(page).is_err() {
+        return;
+    }
+    let _ = check_page(page);
+    for i in 0..PAGE_NODES {
+        let _ = raw_node(page, i);
+    }
+    let _ = raw_stored_bits(page);
+}
+
 /// Checks a trie page read from disk: leaf and stored bits only where they make sense.
 pub fn validate_page(page: &PageBuf) -> Result<(), String> {
     let p = TriePage::decode(page);

@@ -260,7 +260,10 @@ fn check_recovery(
         .into_iter()
         .filter(|m| m.window == window)
         .collect();
-    assert!(!candidates.is_empty(), "{context}: rollback window {window}");
+    assert!(
+        !candidates.is_empty(),
+        "{context}: rollback window {window}"
+    );
     let mut model = candidates[0];
     if window > 0 {
         db.rollback()
@@ -381,4 +384,3 @@ fn losing_every_unsynced_write_or_keeping_all_recovers_too() {
         }
     }
 }
-
