@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
+
+pub use crate::write_batch::WriteBatch;
 
 use crate::error::{Error, Result};
 use crate::io::StorageFile;
@@ -288,7 +290,7 @@ impl Pager {
         self.counters
             .bytes_written
             .fetch_add(bytes as u64, Ordering::Relaxed);
-        batch.state.lock().0 += 1;
+        batch.add();
         let job = Job {
             file: self.file.clone(),
             offset: pgno * PAGE_SIZE as u64,
@@ -392,7 +394,7 @@ impl Pager {
         let batch = WriteBatch::new();
         const PER_JOB: usize = 8;
         for chunk in missing.chunks(PER_JOB) {
-            batch.state.lock().0 += 1;
+            batch.add();
             let job = Job {
                 file: self.file.clone(),
                 offset: 0,
@@ -414,11 +416,7 @@ impl Pager {
 
     /// Waits for every write of `batch`; the first failure poisons the handle.
     pub fn wait(&self, batch: &Arc<WriteBatch>) -> Result<()> {
-        let mut state = batch.state.lock();
-        while state.0 > 0 {
-            batch.done.wait(&mut state);
-        }
-        match state.1.take() {
+        match batch.wait() {
             Some(e) => Err(self.io_error(e)),
             None => Ok(()),
         }
@@ -499,35 +497,6 @@ impl quick_cache::Lifecycle<u64, SharedPage> for Recycle {
 const IO_THREADS: usize = 64;
 /// I/O threads for storage without a file descriptor.
 const IO_THREADS_NO_FD: usize = 4;
-
-/// A group of writes to wait for together.
-#[derive(Debug, Default)]
-pub struct WriteBatch {
-    /// Writes not finished, and the first error.
-    state: Mutex<(usize, Option<std::io::Error>)>,
-    done: Condvar,
-}
-
-impl WriteBatch {
-    /// An empty batch.
-    pub fn new() -> Arc<WriteBatch> {
-        Arc::new(WriteBatch::default())
-    }
-
-    /// One job of the batch is done.
-    fn complete(&self, error: Option<std::io::Error>) {
-        let mut state = self.state.lock();
-        state.0 -= 1;
-        if let Some(e) = error
-            && state.1.is_none()
-        {
-            state.1 = Some(e);
-        }
-        if state.0 == 0 {
-            self.done.notify_all();
-        }
-    }
-}
 
 #[derive(Debug)]
 enum Payload {
