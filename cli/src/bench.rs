@@ -91,8 +91,9 @@ pub struct Args {
     /// Memory for caches, in MiB, for each engine (NOMT: half page cache, half leaf cache).
     #[arg(long, default_value_t = 256)]
     cache_mb: u64,
-    /// Keys per commit while loading.
-    #[arg(long, default_value_t = 1 << 20)]
+    /// Keys per commit while loading (2^18 keeps the load of 2^24 keys well under 1 GiB of
+    /// memory).
+    #[arg(long, default_value_t = 1 << 18)]
     load_batch: usize,
     /// Keep a rollback log (both engines, 100 commits) during the measured commits. The load
     /// runs without one, as a node restoring a snapshot would.
