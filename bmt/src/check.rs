@@ -25,6 +25,7 @@ use crate::btree;
 use crate::db::{Inner, load_free_list, recover_meta};
 use crate::error::Result;
 use crate::flat::{self, Entry};
+use crate::meta::LogRecordRef;
 use crate::page::{PAGE_REF_SIZE, PageKind, PageRef};
 use crate::trie::{self, PageId};
 
@@ -132,7 +133,14 @@ impl Inner {
         self.check_usable()?;
         self.sync()?;
         let _writer = self.writer.lock();
-        let meta = recover_meta(&self.pager)?;
+        let meta = {
+            let log = self.log.lock();
+            let log_record_intact = |r: &LogRecordRef| match log.as_ref() {
+                Some(log) => log.record_is_intact(r),
+                None => Ok(true),
+            };
+            recover_meta(&self.pager, &log_record_intact)?.0
+        };
         let version = self.version();
         if meta.root != version.root || meta.seq != version.seq {
             return Err(self.pager.corrupted(

@@ -35,7 +35,7 @@ use crate::error::{Error, Result};
 use crate::flat::{self, Entry};
 use crate::freelist::{Delta, FreeSpace};
 use crate::io::{DirLock, Storage};
-use crate::meta::{MAX_JOURNAL, Meta, MetaError};
+use crate::meta::{LogRecordRef, MAX_JOURNAL, Meta, MetaError, OneSync};
 use crate::metrics::Metrics;
 use crate::options::Options;
 use crate::page::{PAGE_REF_SIZE, PageKind, PageRef, SharedPage};
@@ -250,6 +250,8 @@ pub(crate) struct Inner {
     pub(crate) overlay: Mutex<BTreeMap<Key, Option<Vec<u8>>>>,
     pub(crate) writer: Mutex<Space>,
     last_commit: Mutex<CommitStats>,
+    /// The sequence number of an incomplete one-sync commit that open passed over.
+    discarded_at_open: Option<u64>,
     closed: AtomicBool,
     lock: Mutex<Option<Box<dyn DirLock>>>,
     /// The rollback log, when enabled.
@@ -310,11 +312,21 @@ impl Inner {
         let pager = Pager::new(file, &data_path, options.page_cache_bytes, poisoned);
         let file_pages = pager.file_pages()?;
         let hasher = options.value_hasher.clone();
+        let mut discarded_at_open = None;
         let meta = if !existed || file_pages == 0 {
             None
         } else {
-            match recover_meta(&pager) {
-                Ok(m) => Some(m),
+            let log_dir = options
+                .rollback_dir
+                .clone()
+                .unwrap_or_else(|| path.join("rollback"));
+            let log_record_intact =
+                |r: &LogRecordRef| crate::rollback::record_is_intact(&*storage, &log_dir, r);
+            match recover_meta(&pager, &log_record_intact) {
+                Ok((m, discarded)) => {
+                    discarded_at_open = discarded;
+                    Some(m)
+                }
                 // The database's creation never completed (it failed, or the power went,
                 // before both meta slots were durable): nothing was ever committed, since any
                 // commit with changes writes past the two meta pages. Start afresh.
@@ -340,6 +352,7 @@ impl Inner {
                     elide_below: options.elide_below,
                     hasher: hasher.name().to_string(),
                     rollback: [0; 48],
+                    one_sync: None,
                 };
                 // Both slots hold a valid record from the start.
                 pager.write_uncached(0, &m.encode())?;
@@ -402,6 +415,7 @@ impl Inner {
                 durable_seq: meta.seq,
             }),
             last_commit: Mutex::new(CommitStats::default()),
+            discarded_at_open,
             closed: AtomicBool::new(false),
             lock: Mutex::new(Some(lock)),
             log: Mutex::new(log),
@@ -786,6 +800,8 @@ impl Inner {
         // If the commit fails from here on, its writes in flight must end before a later
         // commit can reuse their pages.
         let _settle = Settle(&self.pager, writes.clone());
+        // What this commit writes, for a one-sync meta record.
+        self.pager.record_writes();
 
         // Values stored out of line: their writes start now.
         let mut large_payloads = Vec::with_capacity(large.len());
@@ -927,11 +943,26 @@ impl Inner {
         }
         lap(&mut stats.btree);
 
-        // Wait for every write, then make them durable with the meta record.
+        // A small commit lists what it wrote in its meta record, which goes with its pages,
+        // and syncs once.
+        let written = self.pager.take_written();
+        let meta = durable.then(|| {
+            let one_sync = written
+                .filter(|w| w.len() <= ONE_SYNC_MAX_WRITTEN)
+                .map(|written| OneSync {
+                    written,
+                    log_record: self.log.lock().as_ref().and_then(|l| l.proposed_record()),
+                });
+            self.meta_of(&version, space.page_count, &list, log_state, one_sync)
+        });
+        if let Some(meta) = meta.as_ref().filter(|m| m.one_sync.is_some()) {
+            self.pager.submit_meta(meta.seq % 2, meta.encode(), &writes);
+        }
+        // Wait for every write, then make them durable (with the meta record).
         self.pager.wait(&writes)?;
         lap(&mut stats.write);
-        if durable {
-            self.finish_meta(&version, space.page_count, &list, log_state)?;
+        if let Some(meta) = &meta {
+            self.finish_meta(meta)?;
             space.durable_seq = seq;
         }
         lap(&mut stats.sync);
@@ -1075,16 +1106,16 @@ impl Inner {
         pages.into_iter().map(|(p, b)| (p, Arc::new(b))).collect()
     }
 
-    /// Makes the written pages durable, then writes the meta record of `version` (with the
-    /// free list `list`) and makes it durable: the commit point.
-    fn finish_meta(
+    /// The meta record of `version` with the free list `list`.
+    fn meta_of(
         &self,
         version: &Version,
         page_count: u64,
         list: &ListState,
         rollback: [u8; 48],
-    ) -> Result<()> {
-        let meta = Meta {
+        one_sync: Option<OneSync>,
+    ) -> Meta {
+        Meta {
             seq: version.seq,
             root: version.root,
             flat_root: version.flat_root,
@@ -1097,7 +1128,16 @@ impl Inner {
             elide_below: self.elide_below,
             hasher: self.hasher.name().to_string(),
             rollback,
-        };
+            one_sync,
+        }
+    }
+
+    /// Makes a commit durable once its writes are done: the commit point. For a two-sync
+    /// record, the pages (and the rollback log) are made durable, then the meta record is
+    /// written and made durable. A one-sync record was written with the pages already: one
+    /// sync (beside the log's) makes it and them durable together; it counts at open only if
+    /// all it lists is intact.
+    fn finish_meta(&self, meta: &Meta) -> Result<()> {
         let (pages, log) = rayon::join(
             || self.pager.sync(),
             || match self.log.lock().as_mut() {
@@ -1107,8 +1147,10 @@ impl Inner {
         );
         pages?;
         log?;
-        self.pager.write_uncached(version.seq % 2, &meta.encode())?;
-        self.pager.sync()?;
+        if meta.one_sync.is_none() {
+            self.pager.write_uncached(meta.seq % 2, &meta.encode())?;
+            self.pager.sync()?;
+        }
         Ok(())
     }
 
@@ -1172,10 +1214,9 @@ impl Inner {
             &mut pending,
             &mut list,
         );
-        let result = self
-            .pager
-            .write_pages(pages)
-            .and_then(|()| self.finish_meta(&version, space.page_count, &list, log_state));
+        let result = self.pager.write_pages(pages).and_then(|()| {
+            self.finish_meta(&self.meta_of(&version, space.page_count, &list, log_state, None))
+        });
         if let Err(e) = result {
             for (start, len) in space.free.take_allocated() {
                 space.free.free(start, len);
@@ -1302,17 +1343,25 @@ pub(crate) fn load_free_list(pager: &Pager, meta: &Meta) -> Result<(FreeSpace, L
     Ok((free, list))
 }
 
-pub(crate) fn recover_meta(pager: &Pager) -> Result<Meta> {
-    let mut best: Option<Meta> = None;
+/// Most pages and extents a commit may write to be made durable with one sync (its meta record
+/// lists them; at most [`crate::meta::MAX_WRITTEN`]). Small commits are the ones whose latency
+/// the second sync would double; larger ones keep the two-sync protocol, whose records need no
+/// check at open.
+const ONE_SYNC_MAX_WRITTEN: usize = 64;
+
+/// The meta record in force: of the two slots, the valid record with the higher sequence
+/// number whose commit completed (for a one-sync record: every page it lists intact, and the
+/// log record it names, checked with `log_record_intact`).
+pub(crate) fn recover_meta(
+    pager: &Pager,
+    log_record_intact: &dyn Fn(&LogRecordRef) -> Result<bool>,
+) -> Result<(Meta, Option<u64>)> {
+    let mut valid: Vec<Meta> = Vec::new();
     let mut errors = Vec::new();
     for slot in 0..2u64 {
         match pager.read_uncached(slot, PageKind::Meta, None) {
             Ok(page) => match Meta::decode(&page) {
-                Ok(m) => {
-                    if best.as_ref().is_none_or(|b| m.seq > b.seq) {
-                        best = Some(m);
-                    }
-                }
+                Ok(m) => valid.push(m),
                 Err(MetaError::UnknownVersion(v)) => {
                     return Err(Error::UnsupportedVersion {
                         path: pager.path().to_path_buf(),
@@ -1344,7 +1393,36 @@ pub(crate) fn recover_meta(pager: &Pager) -> Result<Meta> {
             }
         }
     }
-    best.ok_or_else(|| pager.corrupted(0, format!("no valid meta record ({})", errors.join("; "))))
+    valid.sort_by_key(|m| std::cmp::Reverse(m.seq));
+    let mut discarded = None;
+    for m in valid {
+        let complete = match &m.one_sync {
+            None => true,
+            Some(one) => {
+                let mut ok = match &one.log_record {
+                    Some(r) => log_record_intact(r)?,
+                    None => true,
+                };
+                for w in &one.written {
+                    if !ok {
+                        break;
+                    }
+                    ok = pager.is_intact(w)?;
+                }
+                ok
+            }
+        };
+        if complete {
+            return Ok((m, discarded));
+        }
+        discarded = discarded.or(Some(m.seq));
+        errors.push(format!(
+            "slot {}: commit {} did not complete",
+            m.seq % 2,
+            m.seq
+        ));
+    }
+    Err(pager.corrupted(0, format!("no valid meta record ({})", errors.join("; "))))
 }
 
 /// A committed state as the trie reads it.
@@ -1508,6 +1586,16 @@ impl Nomt {
     /// holds is [`Error::RollbackWindow`], and changes nothing.
     pub fn rollback_n(&self, n: u32) -> Result<FinishedSession> {
         self.inner.rollback_n(n)
+    }
+
+    /// When open found the newest meta record to be a commit made durable with one sync
+    /// (a small commit, see `docs/design.md`) whose pages were not all intact, its sequence
+    /// number: the database opened at the commit before it. That is what a crash before
+    /// the commit's sync returned leaves (the commit was never acknowledged); it is also what
+    /// damage to one of those pages since then looks like, so a node that sees this without
+    /// a crash should check its disk.
+    pub fn incomplete_commit_discarded(&self) -> Option<u64> {
+        self.inner.discarded_at_open
     }
 
     /// Commits that can be rolled back (and roots that can be read at, besides the current).

@@ -25,17 +25,68 @@
 //! | 133..181 | reserved for the rollback log's state (zeros) |
 //! | 181..193 | newest free-list journal entry (zeros: none since the full list) |
 //! | 193..197 | number of journal entries (u32) |
+//! | 197 | durability mode: 0 = the pages were durable before this record was written (two syncs); 1 = written with the pages, one sync (format version 2) |
+//! | 198 | in mode 1: 1 if the commit appended a rollback log record, else 0 |
+//! | 199..219 | that record: segment (u32), offset (u64), length in bytes (u32), CRC-32C (u32) |
+//! | 219..221 | in mode 1: number of written-page entries `n` (u16, at most [`MAX_WRITTEN`]) |
+//! | 221..221+16n | entries: first page (u64), pages (u32), the page's or extent's CRC-32C (u32) |
 //!
 //! All integers are little endian.
+//!
+//! **One sync for small commits.** A commit that writes at most [`MAX_WRITTEN`] pages and
+//! extents lists them (and its rollback log record) in its meta record, writes the record
+//! together with them and syncs once. Such a record counts at open only if everything it lists
+//! is on disk with the listed checksum; otherwise the commit did not complete (its sync never
+//! returned) and the other slot, written and synced by the commit before, is in force.
 
 use bmt_core::Hash;
 
-use crate::page::{PAGE_REF_SIZE, PAGE_SIZE, PageBuf, PageKind, PageRef};
+use crate::page::{HEADER_SIZE, PAGE_REF_SIZE, PAGE_SIZE, PageBuf, PageKind, PageRef};
 
 /// Magic at the start of the meta record body.
 pub const META_MAGIC: [u8; 4] = *b"BMTD";
-/// The on-disk format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The on-disk format version this build writes (it reads versions 1 and 2; version 1 has no
+/// one-sync records).
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build reads.
+pub const MIN_FORMAT_VERSION: u32 = 1;
+/// Most written-page entries a one-sync meta record holds.
+pub const MAX_WRITTEN: usize = (PAGE_SIZE - HEADER_SIZE - WRITTEN_AT) / WRITTEN_SIZE;
+const WRITTEN_AT: usize = 221;
+const WRITTEN_SIZE: usize = 16;
+
+/// A page or an extent a commit wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// Its first page.
+    pub pgno: u64,
+    /// Its length in pages.
+    pub pages: u32,
+    /// Its checksum (in its header).
+    pub crc: u32,
+}
+
+/// The rollback log record a commit appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogRecordRef {
+    /// Segment number.
+    pub segment: u32,
+    /// Byte offset in the segment.
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u32,
+    /// Its CRC-32C (as stored in its header).
+    pub crc: u32,
+}
+
+/// What a one-sync meta record lists: everything its commit wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OneSync {
+    /// Pages and extents of the data file.
+    pub written: Vec<Written>,
+    /// The rollback log record.
+    pub log_record: Option<LogRecordRef>,
+}
 /// Most entries the free-list journal has before a full free list is written again.
 pub const MAX_JOURNAL: u32 = 64;
 
@@ -66,6 +117,8 @@ pub struct Meta {
     pub hasher: String,
     /// Opaque rollback log state (48 bytes).
     pub rollback: [u8; 48],
+    /// For a commit made durable with one sync: what must be on disk for the record to count.
+    pub one_sync: Option<OneSync>,
 }
 
 /// Why a meta slot could not be used.
@@ -99,7 +152,27 @@ impl Meta {
         b[133..181].copy_from_slice(&self.rollback);
         PageRef::encode_opt(self.journal, &mut b[181..193]);
         b[193..197].copy_from_slice(&self.journal_len.to_le_bytes());
-        page.seal(PageKind::Meta, 197, self.seq, self.seq % 2);
+        let mut len = 198;
+        if let Some(one) = &self.one_sync {
+            assert!(one.written.len() <= MAX_WRITTEN, "too many written pages");
+            b[197] = 1;
+            if let Some(r) = one.log_record {
+                b[198] = 1;
+                b[199..203].copy_from_slice(&r.segment.to_le_bytes());
+                b[203..211].copy_from_slice(&r.offset.to_le_bytes());
+                b[211..215].copy_from_slice(&r.len.to_le_bytes());
+                b[215..219].copy_from_slice(&r.crc.to_le_bytes());
+            }
+            b[219..221].copy_from_slice(&(one.written.len() as u16).to_le_bytes());
+            for (i, w) in one.written.iter().enumerate() {
+                let at = WRITTEN_AT + WRITTEN_SIZE * i;
+                b[at..at + 8].copy_from_slice(&w.pgno.to_le_bytes());
+                b[at + 8..at + 12].copy_from_slice(&w.pages.to_le_bytes());
+                b[at + 12..at + 16].copy_from_slice(&w.crc.to_le_bytes());
+            }
+            len = WRITTEN_AT + WRITTEN_SIZE * one.written.len();
+        }
+        page.seal(PageKind::Meta, len as u32, self.seq, self.seq % 2);
         page
     }
 
@@ -110,7 +183,7 @@ impl Meta {
             return Err(MetaError::Invalid("bad meta magic".into()));
         }
         let version = u32::from_le_bytes(b[4..8].try_into().expect("4 bytes"));
-        if version != FORMAT_VERSION {
+        if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(MetaError::UnknownVersion(version));
         }
         let page_size = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes"));
@@ -137,7 +210,56 @@ impl Meta {
             rollback: b[133..181].try_into().expect("48 bytes"),
             journal: PageRef::decode(&b[181..193]),
             journal_len: u32::from_le_bytes(b[193..197].try_into().expect("4 bytes")),
+            one_sync: None,
         };
+        let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
+        let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+        let mut meta = meta;
+        match (version, b[197]) {
+            (_, 0) => {}
+            (2, 1) => {
+                let log_record = match b[198] {
+                    0 => None,
+                    1 => Some(LogRecordRef {
+                        segment: u32_at(199),
+                        offset: u64_at(203),
+                        len: u32_at(211),
+                        crc: u32_at(215),
+                    }),
+                    f => return Err(MetaError::Invalid(format!("log record flag {f}"))),
+                };
+                let n = u16::from_le_bytes([b[219], b[220]]) as usize;
+                if n > MAX_WRITTEN {
+                    return Err(MetaError::Invalid(format!("{n} written pages listed")));
+                }
+                let mut written = Vec::with_capacity(n);
+                for i in 0..n {
+                    let at = WRITTEN_AT + WRITTEN_SIZE * i;
+                    let w = Written {
+                        pgno: u64_at(at),
+                        pages: u32_at(at + 8),
+                        crc: u32_at(at + 12),
+                    };
+                    if w.pgno < 2
+                        || w.pages == 0
+                        || w.pgno
+                            .checked_add(u64::from(w.pages))
+                            .is_none_or(|end| end > meta.page_count)
+                    {
+                        return Err(MetaError::Invalid(format!(
+                            "written pages {}+{} outside 2..{}",
+                            w.pgno, w.pages, meta.page_count
+                        )));
+                    }
+                    written.push(w);
+                }
+                meta.one_sync = Some(OneSync {
+                    written,
+                    log_record,
+                });
+            }
+            (_, m) => return Err(MetaError::Invalid(format!("durability mode {m}"))),
+        }
         if meta.journal_len > MAX_JOURNAL || meta.journal.is_some() != (meta.journal_len > 0) {
             return Err(MetaError::Invalid(format!(
                 "free-list journal of {} entries",
@@ -181,9 +303,30 @@ mod tests {
             rollback: [4; 48],
             journal: Some(PageRef { pgno: 4, crc: 3 }),
             journal_len: 2,
+            one_sync: None,
         };
         let page = m.encode();
         crate::page::verify(page.bytes(), PageKind::Meta, 1, None).unwrap();
         assert_eq!(Meta::decode(&page).unwrap(), m);
+
+        let mut one = m.clone();
+        one.one_sync = Some(OneSync {
+            written: (0..MAX_WRITTEN as u64)
+                .map(|i| Written {
+                    pgno: 2 + i % 6,
+                    pages: 1 + (i % 2) as u32,
+                    crc: i as u32,
+                })
+                .collect(),
+            log_record: Some(LogRecordRef {
+                segment: 3,
+                offset: 4096,
+                len: 200,
+                crc: 77,
+            }),
+        });
+        assert_eq!(Meta::decode(&one.encode()).unwrap(), one);
+        one.one_sync = Some(OneSync::default());
+        assert_eq!(Meta::decode(&one.encode()).unwrap(), one);
     }
 }

@@ -12,6 +12,7 @@ use std::sync::mpsc;
 
 use parking_lot::Mutex;
 
+use crate::meta::Written;
 pub use crate::write_batch::WriteBatch;
 
 use crate::error::{Error, Result};
@@ -49,6 +50,9 @@ pub struct Pager {
     /// `io_uring` when the storage gives a file descriptor, else a pool of I/O threads.
     uring: Option<mpsc::Sender<uring::Job>>,
     io: Option<IoThreads>,
+    /// The pages and extents written since [`Pager::record_writes`], when recording: what a
+    /// one-sync meta record lists.
+    written: Mutex<Option<Vec<Written>>>,
     /// I/O counters.
     pub counters: IoCounters,
 }
@@ -65,6 +69,7 @@ impl Pager {
         let uring = file.raw_fd().and_then(|fd| uring::start(fd, file.clone()));
         let has_fd = file.raw_fd().is_some();
         Pager {
+            written: Mutex::new(None),
             file,
             path: path.to_path_buf(),
             cache: Arc::new(quick_cache::sync::Cache::with(
@@ -256,6 +261,13 @@ impl Pager {
     /// waits for them.
     pub fn submit_pages(&self, mut pages: Vec<(u64, SharedPage)>, batch: &Arc<WriteBatch>) {
         pages.sort_unstable_by_key(|(pgno, _)| *pgno);
+        if let Some(written) = self.written.lock().as_mut() {
+            written.extend(pages.iter().map(|(pgno, page)| Written {
+                pgno: *pgno,
+                pages: 1,
+                crc: page.stored_crc(),
+            }));
+        }
         const MAX_RUN: usize = 256;
         for (pgno, page) in &pages {
             self.cache.insert(*pgno, page.clone());
@@ -278,7 +290,48 @@ impl Pager {
 
     /// Starts writing an extent at page `pgno` on the I/O threads.
     pub fn submit_extent(&self, pgno: u64, extent: Arc<Extent>, batch: &Arc<WriteBatch>) {
+        if let Some(written) = self.written.lock().as_mut() {
+            written.push(Written {
+                pgno,
+                pages: extent.len() as u32,
+                crc: extent[0].stored_crc(),
+            });
+        }
         self.submit(pgno, Payload::Extent(extent), batch);
+    }
+
+    /// Starts writing a meta record into slot `slot` on the I/O threads, with `batch` (not
+    /// cached, not recorded).
+    pub fn submit_meta(&self, slot: u64, page: Box<PageBuf>, batch: &Arc<WriteBatch>) {
+        self.submit(slot, Payload::Pages(vec![Arc::new(page)]), batch);
+    }
+
+    /// Starts recording the pages and extents written from now on (dropping any earlier
+    /// record).
+    pub fn record_writes(&self) {
+        *self.written.lock() = Some(Vec::new());
+    }
+
+    /// Stops recording; returns what was written since [`Pager::record_writes`].
+    pub fn take_written(&self) -> Option<Vec<Written>> {
+        self.written.lock().take()
+    }
+
+    /// Whether the page or extent `w` is on disk as written: its header names its page and
+    /// its checksum is the listed one and matches its bytes. A read past the end of the file
+    /// is a no; an I/O error is an error.
+    pub fn is_intact(&self, w: &Written) -> Result<bool> {
+        let mut extent = crate::page::zeroed_extent(w.pages as usize);
+        let bytes = crate::page::extent_bytes_mut(&mut extent);
+        match self.file.read_exact_at(bytes, w.pgno * PAGE_SIZE as u64) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
+            Err(e) => return Err(self.io_error(e)),
+        }
+        let head = &extent[0];
+        Ok(head.pgno() == w.pgno
+            && head.stored_crc() == w.crc
+            && crate::page::checksum(crate::page::extent_bytes(&extent)) == w.crc)
     }
 
     fn submit(&self, pgno: u64, payload: Payload, batch: &Arc<WriteBatch>) {

@@ -35,13 +35,14 @@
 //! All integers are little endian.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bmt_core::{Hash, KEY_LEN, Key};
 
 use crate::error::{Error, Result};
 use crate::io::{Storage, StorageFile};
+use crate::meta::LogRecordRef;
 
 const MAGIC: [u8; 4] = *b"bmtR";
 const HEADER: usize = 48;
@@ -291,6 +292,37 @@ struct Proposal {
     state: LogState,
     live: VecDeque<(Pos, u64, u64)>,
     appended: Option<(Pos, Arc<ReverseDelta>)>,
+    /// Where the appended record is and its checksum, for a one-sync meta record.
+    record: Option<LogRecordRef>,
+}
+
+/// The name of segment `segment` in `dir`.
+fn segment_file(dir: &Path, segment: u32) -> PathBuf {
+    dir.join(format!("seg-{segment:08}.log"))
+}
+
+/// Whether the record `r` of the log in `dir` is on disk whole, with its checksum: what a
+/// one-sync meta record that names it needs to count. A missing segment or a record past its
+/// end is a no; an I/O error is an error.
+pub fn record_is_intact(storage: &dyn Storage, dir: &Path, r: &LogRecordRef) -> Result<bool> {
+    let path = segment_file(dir, r.segment);
+    let io = |source| Error::Io {
+        path: path.clone(),
+        source,
+    };
+    if (r.len as usize) < HEADER || !storage.exists(&path).map_err(io)? {
+        return Ok(false);
+    }
+    let file = storage.open(&path, false, false).map_err(io)?;
+    let mut record = vec![0u8; r.len as usize];
+    match file.read_exact_at(&mut record, r.offset) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
+        Err(e) => return Err(io(e)),
+    }
+    let stored = u32::from_le_bytes(record[12..16].try_into().expect("4 bytes"));
+    record[12..16].fill(0);
+    Ok(stored == r.crc && crc32c::crc32c(&record) == r.crc)
 }
 
 impl RollbackLog {
@@ -362,8 +394,18 @@ impl RollbackLog {
         self.state.count
     }
 
+    /// Whether record `r` of this log is on disk whole (see [`record_is_intact`]).
+    pub fn record_is_intact(&self, r: &LogRecordRef) -> Result<bool> {
+        record_is_intact(&*self.storage, &self.options.dir, r)
+    }
+
+    /// The record the proposed commit appended, if any (for a one-sync meta record).
+    pub fn proposed_record(&self) -> Option<LogRecordRef> {
+        self.proposal.as_ref().and_then(|p| p.record)
+    }
+
     fn segment_path(&self, segment: u32) -> PathBuf {
-        self.options.dir.join(format!("seg-{segment:08}.log"))
+        segment_file(&self.options.dir, segment)
     }
 
     fn file(&mut self, segment: u32) -> Result<Arc<dyn StorageFile>> {
@@ -447,10 +489,17 @@ impl RollbackLog {
             offset: pos.offset + bytes.len() as u64,
         };
         let state = Self::state_of(&live, end);
+        let record = LogRecordRef {
+            segment: pos.segment,
+            offset: pos.offset,
+            len: bytes.len() as u32,
+            crc: u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes")),
+        };
         self.proposal = Some(Proposal {
             state,
             live,
             appended: Some((pos, delta)),
+            record: Some(record),
         });
         Ok(state)
     }
@@ -611,6 +660,7 @@ impl RollbackLog {
             state,
             live,
             appended: None,
+            record: None,
         });
         Ok(state)
     }

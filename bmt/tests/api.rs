@@ -185,6 +185,17 @@ fn corrupted_pages_give_errors_not_wrong_data() {
             }
             Err(e) => panic!("unexpected error {e}"),
         };
+        // A damaged page of the last commit, written with one sync, looks like a commit
+        // whose sync never returned: open goes back to the commit before it (here: empty).
+        if db.incomplete_commit_discarded().is_some() {
+            assert_eq!(db.root(), bmt::Hash::ZERO, "page {page}");
+            let mut head = [0u8; 24];
+            file.read_exact_at(&mut head, page * 4096).unwrap();
+            assert_eq!(u64::from_le_bytes(head[16..24].try_into().unwrap()), 2);
+            drop(db);
+            file.write_all_at(&b, at).unwrap();
+            continue;
+        }
         for i in (0..5000).step_by(97) {
             match db.get(key(i)) {
                 Ok(Some(v)) => assert_eq!(v, vec![(i % 200) as u8; 40]),

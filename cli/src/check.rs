@@ -40,6 +40,13 @@ pub fn run(args: &Args) -> Result<Status> {
         }
         Err(e) => return Err(e).with_context(|| format!("opening {}", args.dir.display())),
     };
+    if let Some(seq) = db.incomplete_commit_discarded() {
+        println!(
+            "WARNING: commit {seq}, written with one sync, was not all on disk: the database \
+             opened at the commit before it (a crash before that commit's sync returned, or \
+             damage since)"
+        );
+    }
     let bar = if args.quiet {
         ProgressBar::hidden()
     } else {
