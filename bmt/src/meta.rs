@@ -1,8 +1,8 @@
 //! The meta record: the commit point.
 //!
 //! Pages 0 and 1 of the data file are two meta slots. Commit `n` writes its record into slot
-//! `n % 2` after every page it refers to is durable; once that record is durable, the commit
-//! has happened. Opening reads both slots and takes the valid record with the higher sequence
+//! `n % 2` after every page it refers to is durable (or, for a small commit, together with
+//! them: see below); once that record is durable, the commit has happened. Opening reads both slots and takes the valid record with the higher sequence
 //! number, so a torn meta write leaves the previous commit in force.
 //!
 //! Record layout after the common page header (kind [`PageKind::Meta`], page number 0 or 1,

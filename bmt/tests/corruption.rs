@@ -78,6 +78,12 @@ fn build(storage: &MemStorage) -> Vec<State> {
         db.commit().unwrap();
         history.push(state.clone());
     }
+    // A last commit of one update: small enough to be made durable with one sync, so that
+    // its pages are listed in its meta record.
+    db.insert(key(1), value(1, 9)).unwrap();
+    state.insert(key(1), value(1, 9));
+    db.commit().unwrap();
+    history.push(state.clone());
     assert_eq!(db.root(), root_of(&state));
     db.close().unwrap();
     history
@@ -277,6 +283,7 @@ fn a_flipped_byte_in_the_data_file_is_caught_or_harmless() {
         caught_by_check + fallbacks >= used_pages,
         "check missed damaged pages"
     );
+    assert!(fallbacks > 0, "no page of the one-sync commit was damaged");
 }
 
 #[test]
@@ -365,4 +372,5 @@ fn a_flipped_byte_in_the_rollback_log_is_caught_or_harmless() {
         segments.len()
     );
     assert!(caught_by_check > 0 && failed_rollbacks > 0);
+    assert!(fallbacks > 0, "the one-sync commit's log record was never damaged");
 }
