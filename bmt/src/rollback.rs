@@ -46,6 +46,10 @@ use crate::meta::LogRecordRef;
 
 const MAGIC: [u8; 4] = *b"bmtR";
 const HEADER: usize = 48;
+/// How far a segment is extended past its newest record (zero-filled).
+const PREALLOCATE: u64 = 1 << 20;
+/// Zeros to extend segments with.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
 /// The number of a segment file's name (`seg-NNNNNNNN.log`), if it is one.
 fn segment_number(name: &str) -> Option<u32> {
@@ -472,11 +476,24 @@ impl RollbackLog {
             };
         }
         let file = self.file(pos.segment)?;
-        file.write_all_at(&bytes, pos.offset)
-            .map_err(|source| Error::Io {
-                path: self.segment_path(pos.segment),
-                source,
-            })?;
+        let io = |source| Error::Io {
+            path: self.segment_path(pos.segment),
+            source,
+        };
+        let record_end = pos.offset + bytes.len() as u64;
+        let size = file.size().map_err(io)?;
+        file.write_all_at(&bytes, pos.offset).map_err(io)?;
+        // The segment grows ahead of its records, a zeroed MiB at a time, so that most
+        // appends change no file size and their sync has no metadata to commit.
+        if record_end > size {
+            let target = (record_end + PREALLOCATE).min(self.options.segment_size.max(record_end));
+            let mut at = record_end;
+            while at < target {
+                let n = (target - at).min(ZEROS.len() as u64) as usize;
+                file.write_all_at(&ZEROS[..n], at).map_err(io)?;
+                at += n as u64;
+            }
+        }
         if !self.dirty.contains(&pos.segment) {
             self.dirty.push(pos.segment);
         }

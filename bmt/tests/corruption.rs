@@ -372,5 +372,8 @@ fn a_flipped_byte_in_the_rollback_log_is_caught_or_harmless() {
         segments.len()
     );
     assert!(caught_by_check > 0 && failed_rollbacks > 0);
-    assert!(fallbacks > 0, "the one-sync commit's log record was never damaged");
+    assert!(
+        fallbacks > 0,
+        "the one-sync commit's log record was never damaged"
+    );
 }
