@@ -726,9 +726,9 @@ impl Inner {
         let mut key_count = base.key_count as i64;
         let keys: Vec<Key> = changes.keys().copied().collect();
         // The old entries of the changed keys, and at the same time the trie pages on their
-        // paths: both read many pages at a time.
-        let (olds, trie_ahead) = join(
-            changes.len(),
+        // paths: both read many pages at a time. Always side by side, even for one key: each
+        // side may wait for the device, which takes longer than handing work to a thread.
+        let (olds, trie_ahead) = rayon::join(
             || btree::get_many(&self.pager, base.flat_root, &keys),
             || self.prefetch_trie(base, &keys),
         );
@@ -1682,7 +1682,7 @@ impl Nomt {
         ))
     }
 
-    /// A write session that also records its reads, for [`PreparedSession::witness`].
+    /// A write session that also records its reads, for [`PreparedSession::witness`](crate::PreparedSession::witness).
     pub fn begin_write_with_witness(&self) -> Result<WriteSession> {
         let guard = WriterGuard::take(&self.inner)?;
         Ok(WriteSession::new(
