@@ -7,35 +7,15 @@
 //! `cargo test -p bmt --test crash` runs the CI campaign (at least 500 crash points). The
 //! longer run: `BMT_CRASH_WORKLOADS=480 cargo test --release -p bmt --test crash -- --nocapture`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use bmt::sim::{CrashStorage, LossMode, LossReport};
-use bmt::{Error, Hash, Key, Nomt, Options};
+use bmt::{Error, Key, Nomt, Options};
 use bmt_core::ReferenceTrie;
 
-type State = BTreeMap<Key, Vec<u8>>;
-
-fn root_of(state: &State) -> Hash {
-    ReferenceTrie::new(state.iter().map(|(k, v)| (*k, v.clone()))).root()
-}
-
-/// SplitMix64: the workloads replay exactly from their seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+mod common;
+use common::{Rng, State, root_of};
 
 #[derive(Debug, Clone)]
 enum Step {

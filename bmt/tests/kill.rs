@@ -8,37 +8,15 @@
 //! `BMT_KILL_DIR` is set). `cargo test -p bmt --test kill` runs the CI campaign (50 kills); the
 //! longer run: `BMT_KILLS=1000 cargo test --release -p bmt --test kill -- --nocapture`.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use bmt::{Hash, Key, Nomt, Options};
-use bmt_core::ReferenceTrie;
+use bmt::{Key, Nomt, Options};
 
-type State = BTreeMap<Key, Vec<u8>>;
-
-fn root_of(state: &State) -> Hash {
-    ReferenceTrie::new(state.iter().map(|(k, v)| (*k, v.clone()))).root()
-}
-
-/// SplitMix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+mod common;
+use common::{Rng, State, root_of};
 
 #[derive(Debug, Clone)]
 enum Step {
