@@ -726,9 +726,11 @@ impl Inner {
         let mut key_count = base.key_count as i64;
         let keys: Vec<Key> = changes.keys().copied().collect();
         // The old entries of the changed keys, and at the same time the trie pages on their
-        // paths: both read many pages at a time. Always side by side, even for one key: each
-        // side may wait for the device, which takes longer than handing work to a thread.
-        let (olds, trie_ahead) = rayon::join(
+        // paths: both read many pages at a time. (Not for a few keys: waking a second thread
+        // costs more than a warm cache's lookups; measured, single-update p50 0.72 against
+        // 0.57 ms.)
+        let (olds, trie_ahead) = join(
+            changes.len(),
             || btree::get_many(&self.pager, base.flat_root, &keys),
             || self.prefetch_trie(base, &keys),
         );
