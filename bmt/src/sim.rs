@@ -565,14 +565,6 @@ impl StorageFile for FaultFile {
         }
     }
 
-    fn write_vectored_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
-        let mut at = offset;
-        for b in bufs {
-            self.write_all_at(b, at)?;
-            at += b.len() as u64;
-        }
-        Ok(())
-    }
 
     fn sync_data(&self) -> io::Result<()> {
         if let Some(f) = self.plan.hit(Site::Sync) {
