@@ -565,7 +565,6 @@ impl StorageFile for FaultFile {
         }
     }
 
-
     fn sync_data(&self) -> io::Result<()> {
         if let Some(f) = self.plan.hit(Site::Sync) {
             return Err(fault_error(f));
