@@ -24,9 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use bmt_core::{
-    Hash, Key, KeyError, LeafNode, LeafValue, MerkleProof, MultiProof, ValueHasher, Witness,
-};
+use bmt_core::{Hash, Key, KeyError, LeafValue, MerkleProof, MultiProof, ValueHasher, Witness};
 use parking_lot::{Mutex, RwLock};
 
 use crate::btree;
@@ -558,15 +556,7 @@ impl Inner {
         self.check_handle_writes()?;
         let changes = std::mem::take(&mut *self.overlay.lock());
         match self.commit_with(&changes, LogAction::Append) {
-            Ok((done, base)) => Ok(FinishedSession::new(
-                done,
-                WitnessSource {
-                    db: self.clone(),
-                    view: View::of(base),
-                    reads: Changes::new(),
-                    writes: Arc::new(changes),
-                },
-            )),
+            Ok((done, base)) => Ok(self.finished(done, base, changes)),
             Err(e) => {
                 // Give the changes back, under anything staged since.
                 let mut overlay = self.overlay.lock();
@@ -664,7 +654,18 @@ impl Inner {
         }
         let (done, base) = self.commit_with(&changes, LogAction::Pop { n, root: expected })?;
         self.metrics.rollback();
-        Ok(FinishedSession::new(
+        Ok(self.finished(done, base, changes))
+    }
+
+    /// The session of a commit of `changes` made on the handle (no reads recorded) from
+    /// `base`: it keeps `base` so that it can prove its transition.
+    fn finished(
+        self: &Arc<Self>,
+        done: Committed,
+        base: Arc<Version>,
+        changes: BTreeMap<Key, Option<Vec<u8>>>,
+    ) -> FinishedSession {
+        FinishedSession::new(
             done,
             WitnessSource {
                 db: self.clone(),
@@ -672,7 +673,7 @@ impl Inner {
                 reads: Changes::new(),
                 writes: Arc::new(changes),
             },
-        ))
+        )
     }
 
     /// The changes that lead from the current state back to `root` (a root within the
@@ -756,17 +757,9 @@ impl Inner {
                     .transpose()?;
                 reverse.push((*key, prior));
             }
-            let delta = match (&old_leaf, &new_leaf) {
-                (None, Some(_)) => 1,
-                (Some(_), None) => -1,
-                _ => 0,
-            };
-            key_count += delta;
-            trie_changes.push(TrieChange {
-                key: *key,
-                leaf: new_leaf.map(|value| LeafNode { key: *key, value }.hash()),
-                delta,
-            });
+            let change = TrieChange::between(*key, old_leaf.as_ref(), new_leaf);
+            key_count += change.delta;
+            trie_changes.push(change);
             match new {
                 None => payload_of.push(None),
                 Some(v) if v.len() <= flat::INLINE_MAX => {

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bmt_core::{Hash, Key, LeafNode, LeafValue, MerkleProof, MultiProof, MultiProofError, Witness};
+use bmt_core::{Hash, Key, LeafValue, MerkleProof, MultiProof, MultiProofError, Witness};
 
 use crate::btree;
 use crate::db::{Changes, FinishedSession, Inner, IntoKey, Snapshot, Version, WitnessSource};
@@ -160,17 +160,9 @@ impl View {
             if old == new_leaf {
                 continue;
             }
-            let delta = match (&old, &new_leaf) {
-                (None, Some(_)) => 1,
-                (Some(_), None) => -1,
-                _ => 0,
-            };
-            key_count += delta;
-            trie_changes.push(TrieChange {
-                key: *key,
-                leaf: new_leaf.map(|value| LeafNode { key: *key, value }.hash()),
-                delta,
-            });
+            let change = TrieChange::between(*key, old.as_ref(), new_leaf);
+            key_count += change.delta;
+            trie_changes.push(change);
         }
         let src = self.source(db);
         let delta = trie::Update::run(

@@ -515,6 +515,22 @@ pub struct TrieChange {
     pub delta: i64,
 }
 
+impl TrieChange {
+    /// The change of `key`'s leaf from `old` to `new` (values as their leaves hold them).
+    pub fn between(key: Key, old: Option<&LeafValue>, new: Option<LeafValue>) -> TrieChange {
+        let delta = match (old, &new) {
+            (None, Some(_)) => 1,
+            (Some(_), None) => -1,
+            _ => 0,
+        };
+        TrieChange {
+            key,
+            leaf: new.map(|value| bmt_core::LeafNode { key, value }.hash()),
+            delta,
+        }
+    }
+}
+
 /// A page touched by an update.
 #[derive(Debug)]
 enum Touched {
