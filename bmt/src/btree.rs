@@ -170,6 +170,21 @@ pub(crate) fn fuzz_node(kind: PageKind, page: &PageBuf) {
     }
 }
 
+/// [`read_node`], looking in `memo` first (pages a walk of this commit already read, checked
+/// then).
+fn read_node_memo(pager: &Pager, memo: Option<&PageMemo>, r: PageRef) -> Result<Node> {
+    if let Some(page) = memo.and_then(|m| m.get(&r.pgno))
+        && page.stored_crc() == r.crc
+    {
+        return Ok(if page.bytes()[4] == PageKind::LeafNode as u8 {
+            Node::Leaf(page.clone())
+        } else {
+            Node::Branch(page.clone())
+        });
+    }
+    read_node(pager, r)
+}
+
 fn read_node(pager: &Pager, r: PageRef) -> Result<Node> {
     let page = pager.read_either(r, PageKind::LeafNode, PageKind::BranchNode, validate_node)?;
     Ok(if page.bytes()[4] == PageKind::LeafNode as u8 {
@@ -294,28 +309,36 @@ pub fn get(pager: &Pager, root: Option<PageRef>, key: &Key) -> Result<Option<Pay
 }
 
 /// Walks the paths of sorted `keys` level by level, reading each level's pages into the
-/// cache many at a time first, and calls `leaf` with every leaf reached and the range of
-/// `keys` that falls in it, in key order.
+/// cache many at a time first, and calls `leaf` with every leaf reached, the range of `keys`
+/// that falls in it and the bounds of its key range (`None`: unbounded), in key order.
+/// Every page read on the way goes into `memo`, when given.
 fn walk_levels(
     pager: &Pager,
     root: Option<PageRef>,
     keys: &[Key],
-    leaf: &mut dyn FnMut(SharedPage, std::ops::Range<usize>),
+    mut memo: Option<&mut PageMemo>,
+    leaf: &mut dyn FnMut(SharedPage, std::ops::Range<usize>, Option<Key>, Option<Key>),
 ) -> Result<()> {
     let Some(root) = root else { return Ok(()) };
-    let mut level: Vec<(PageRef, std::ops::Range<usize>)> = vec![(root, 0..keys.len())];
+    type Step = (PageRef, std::ops::Range<usize>, Option<Key>, Option<Key>);
+    let mut level: Vec<Step> = vec![(root, 0..keys.len(), None, None)];
     while !level.is_empty() {
-        let refs: Vec<PageRef> = level.iter().map(|(r, _)| *r).collect();
+        let refs: Vec<PageRef> = level.iter().map(|(r, ..)| *r).collect();
         pager.prefetch(
             &refs,
             (PageKind::LeafNode, PageKind::BranchNode),
             validate_node,
         )?;
         let mut next = Vec::new();
-        for (r, range) in level {
-            let p = match read_node(pager, r)? {
+        for (r, range, lower, upper) in level {
+            let node = read_node(pager, r)?;
+            if let Some(memo) = memo.as_deref_mut() {
+                let (Node::Leaf(p) | Node::Branch(p)) = &node;
+                memo.insert(r.pgno, p.clone());
+            }
+            let p = match node {
                 Node::Leaf(p) => {
-                    leaf(p, range);
+                    leaf(p, range, lower, upper);
                     continue;
                 }
                 Node::Branch(p) => p,
@@ -329,12 +352,27 @@ fn walk_levels(
                 }
                 let end = if i + 1 < n {
                     let sep = branch_sep(&p, i + 1);
-                    c + keys[c..].partition_point(|k| k.0.as_slice() < sep)
+                    c + keys[c..].partition_point(|k| cmp_keys(&k.0, sep).is_lt())
                 } else {
                     keys.len()
                 };
                 if end > c {
-                    next.push((branch_child(&p, i), range.start + c..range.start + end));
+                    let lo = if i == 0 {
+                        lower
+                    } else {
+                        Some(branch_sep_owned(&p, i))
+                    };
+                    let hi = if i + 1 == n {
+                        upper
+                    } else {
+                        Some(branch_sep_owned(&p, i + 1))
+                    };
+                    next.push((
+                        branch_child(&p, i),
+                        range.start + c..range.start + end,
+                        lo,
+                        hi,
+                    ));
                 }
                 c = end;
             }
@@ -344,10 +382,46 @@ fn walk_levels(
     Ok(())
 }
 
-/// Reads into the cache, level by level and many pages at a time, every page on the paths
-/// of sorted `keys`.
-pub fn prefetch_paths(pager: &Pager, root: Option<PageRef>, keys: &[Key]) -> Result<()> {
-    walk_levels(pager, root, keys, &mut |_, _| {})
+/// Pages read by one walk, by page number, so that a later pass over the same paths (an
+/// update) does not go through the shared cache again.
+pub type PageMemo = rustc_hash::FxHashMap<u64, SharedPage>;
+
+/// The leaves one walk reached, with the key range each covers: ranges of keys inside one of
+/// them are read without descending the tree.
+#[derive(Debug, Default)]
+pub struct LeafWindows {
+    /// Sorted by range; `None` bounds are unbounded.
+    leaves: Vec<(Option<Key>, Option<Key>, SharedPage)>,
+}
+
+impl LeafWindows {
+    /// Calls `f` with every entry in `lo..=hi`, in order, if one of the leaves covers the
+    /// whole range (then returns true); returns false, calling nothing, if none does.
+    pub fn range(
+        &self,
+        lo: &Key,
+        hi: &Key,
+        f: &mut dyn FnMut(&Key, &[u8]) -> Result<bool>,
+    ) -> Result<bool> {
+        // The last leaf whose lower bound is at most `lo`.
+        let at = self
+            .leaves
+            .partition_point(|(lower, ..)| lower.is_none_or(|l| l <= *lo));
+        let Some((_, upper, page)) = at.checked_sub(1).map(|i| &self.leaves[i]) else {
+            return Ok(false);
+        };
+        if upper.is_some_and(|u| u <= *hi) {
+            return Ok(false);
+        }
+        let (start, _) = leaf_search(page, &lo.0);
+        for i in start..leaf_len(page) {
+            let key = leaf_key_owned(page, i);
+            if key > *hi || !f(&key, leaf_payload(page, i))? {
+                break;
+            }
+        }
+        Ok(true)
+    }
 }
 
 /// The payloads stored under sorted, distinct `keys`, reading each page on their paths once,
@@ -358,7 +432,7 @@ pub fn get_many(
     keys: &[Key],
 ) -> Result<Vec<Option<Payload>>> {
     let mut out: Vec<Option<Payload>> = vec![None; keys.len()];
-    walk_levels(pager, root, keys, &mut |p, range| {
+    walk_levels(pager, root, keys, None, &mut |p, range, _, _| {
         for i in range {
             let (at, found) = leaf_search(&p, &keys[i].0);
             if found {
@@ -372,6 +446,80 @@ pub fn get_many(
         }
     })?;
     Ok(out)
+}
+
+/// What one walk for a commit found: the payloads of its keys, the leaves on the paths of its
+/// keys and of further keys (the ends of ranges it will read), and every page read.
+#[derive(Debug, Default)]
+pub struct Walked {
+    /// The payload of each of the keys, in their order.
+    pub payloads: Vec<Option<Payload>>,
+    /// The leaves reached.
+    pub leaves: LeafWindows,
+    /// Every page read.
+    pub memo: PageMemo,
+}
+
+/// [`get_many`] of sorted, distinct `keys`, walking the paths of sorted `also` at the same
+/// time (their payloads are not wanted, their leaves are), keeping every page read.
+pub fn walk_for_commit(
+    pager: &Pager,
+    root: Option<PageRef>,
+    keys: &[Key],
+    also: &[Key],
+) -> Result<Walked> {
+    // Both lists merged, each key once; `wanted[i]` is the position in `keys` of merged key
+    // `i`, if it is one of them.
+    let mut merged: Vec<Key> = Vec::with_capacity(keys.len() + also.len());
+    let mut wanted: Vec<Option<usize>> = Vec::with_capacity(keys.len() + also.len());
+    let (mut i, mut j) = (0, 0);
+    while i < keys.len() || j < also.len() {
+        if j == also.len() || (i < keys.len() && keys[i] <= also[j]) {
+            if j < also.len() && also[j] == keys[i] {
+                j += 1;
+            }
+            merged.push(keys[i]);
+            wanted.push(Some(i));
+            i += 1;
+        } else {
+            if merged.last() != Some(&also[j]) {
+                merged.push(also[j]);
+                wanted.push(None);
+            }
+            j += 1;
+        }
+    }
+    let mut walked = Walked {
+        payloads: vec![None; keys.len()],
+        ..Walked::default()
+    };
+    let Walked {
+        payloads,
+        leaves,
+        memo,
+    } = &mut walked;
+    walk_levels(
+        pager,
+        root,
+        &merged,
+        Some(memo),
+        &mut |p, range, lower, upper| {
+            for m in range {
+                let Some(k) = wanted[m] else { continue };
+                let (at, found) = leaf_search(&p, &keys[k].0);
+                if found {
+                    let (start, len) = leaf_payload_span(&p, at);
+                    payloads[k] = Some(Payload {
+                        page: p.clone(),
+                        start,
+                        len,
+                    });
+                }
+            }
+            leaves.leaves.push((lower, upper, p));
+        },
+    )?;
+    Ok(walked)
 }
 
 /// A position in the tree kept between range scans, so that scans in increasing key order
@@ -561,6 +709,17 @@ pub struct Updated {
 
 /// Applies `changes` (sorted by key, each key once) to the tree at `root`.
 pub fn update(pager: &Pager, root: Option<PageRef>, changes: &[Change<'_>]) -> Result<Updated> {
+    update_with(pager, None, root, changes)
+}
+
+/// [`update`], reading pages from `memo` (a walk's pages) where it has them.
+pub fn update_with(
+    pager: &Pager,
+    memo: Option<&PageMemo>,
+    root: Option<PageRef>,
+    changes: &[Change<'_>],
+) -> Result<Updated> {
+    let rd = Reader { pager, memo };
     let mut freed = Vec::new();
     if changes.is_empty() {
         return Ok(Updated {
@@ -569,7 +728,7 @@ pub fn update(pager: &Pager, root: Option<PageRef>, changes: &[Change<'_>]) -> R
         });
     }
     let mut pieces = match root {
-        Some(r) => update_node(pager, r, changes, &mut freed)?,
+        Some(r) => update_node(&rd, r, changes, &mut freed)?,
         None => {
             let entries: Vec<(&[u8], &[u8])> = changes
                 .iter()
@@ -595,13 +754,25 @@ pub fn update(pager: &Pager, root: Option<PageRef>, changes: &[Change<'_>]) -> R
     Ok(Updated { root, freed })
 }
 
+/// Where an update reads pages: the pager, after a memo of pages already read.
+struct Reader<'a> {
+    pager: &'a Pager,
+    memo: Option<&'a PageMemo>,
+}
+
+impl Reader<'_> {
+    fn node(&self, r: PageRef) -> Result<Node> {
+        read_node_memo(self.pager, self.memo, r)
+    }
+}
+
 fn update_node(
-    pager: &Pager,
+    rd: &Reader<'_>,
     r: PageRef,
     changes: &[Change<'_>],
     freed: &mut Vec<u64>,
 ) -> Result<Vec<Piece>> {
-    match read_node(pager, r)? {
+    match rd.node(r)? {
         Node::Leaf(p) => {
             freed.push(r.pgno);
             let entries = merge_leaf(&p, changes);
@@ -620,7 +791,7 @@ fn update_node(
             for i in 0..n {
                 let end = if i + 1 < n {
                     let sep = branch_sep(&p, i + 1);
-                    c + changes[c..].partition_point(|(k, _)| k.0.as_slice() < sep)
+                    c + changes[c..].partition_point(|(k, _)| cmp_keys(&k.0, sep).is_lt())
                 } else {
                     changes.len()
                 };
@@ -629,14 +800,14 @@ fn update_node(
                     out.push((sep, Child::Clean(branch_child(&p, i)), false));
                     continue;
                 }
-                let pieces = update_node(pager, branch_child(&p, i), &changes[c..end], freed)?;
+                let pieces = update_node(rd, branch_child(&p, i), &changes[c..end], freed)?;
                 for (j, piece) in pieces.into_iter().enumerate() {
                     let s = if j == 0 { sep } else { piece.first };
                     out.push((s, piece.node, true));
                 }
                 c = end;
             }
-            join_underfull(pager, &mut out, freed)?;
+            join_underfull(rd, &mut out, freed)?;
             let pieces: Vec<Piece> = out
                 .into_iter()
                 .enumerate()
@@ -777,7 +948,7 @@ fn leaf_bytes(page: &PageBuf) -> usize {
 /// Joins rebuilt leaves that came out underfull with a neighbour (reading it if unchanged),
 /// so that deletes do not leave a tree of near-empty pages.
 fn join_underfull(
-    pager: &Pager,
+    rd: &Reader<'_>,
     out: &mut Vec<(Option<Key>, Child, bool)>,
     freed: &mut Vec<u64>,
 ) -> Result<()> {
@@ -797,8 +968,8 @@ fn join_underfull(
         } else {
             (i - 1, i)
         };
-        let left = leaf_page_of(pager, &out[a].1, freed)?;
-        let right = leaf_page_of(pager, &out[b].1, freed)?;
+        let left = leaf_page_of(rd, &out[a].1, freed)?;
+        let right = leaf_page_of(rd, &out[b].1, freed)?;
         let (Some(left), Some(right)) = (left, right) else {
             // A neighbour that is a branch (mixed levels cannot happen in a valid tree).
             i += 1;
@@ -824,11 +995,15 @@ fn join_underfull(
 }
 
 /// The page of a leaf child, reading it (and marking it freed) if unchanged.
-fn leaf_page_of(pager: &Pager, child: &Child, freed: &mut Vec<u64>) -> Result<Option<SharedPage>> {
+fn leaf_page_of(
+    rd: &Reader<'_>,
+    child: &Child,
+    freed: &mut Vec<u64>,
+) -> Result<Option<SharedPage>> {
     Ok(match child {
         Child::Leaf(p) => Some(Arc::new(p.clone())),
         Child::Branch(_) => None,
-        Child::Clean(r) => match read_node(pager, *r)? {
+        Child::Clean(r) => match rd.node(*r)? {
             Node::Leaf(p) => {
                 freed.push(r.pgno);
                 Some(p)

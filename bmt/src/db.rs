@@ -531,6 +531,7 @@ impl Inner {
         let src = Snapshot {
             db: self,
             version: &version,
+            hints: None,
         };
         trie::prove(
             &src,
@@ -711,11 +712,6 @@ impl Inner {
             *slot = now - clock;
             clock = now;
         };
-        let src = Snapshot {
-            db: self,
-            version: base,
-        };
-
         // Classify the changes against the committed state.
         let mut reverse: Vec<(Key, Option<Vec<u8>>)> = Vec::new();
         let mut trie_changes: Vec<TrieChange> = Vec::with_capacity(changes.len());
@@ -726,17 +722,37 @@ impl Inner {
         let mut payload_of: Vec<Option<usize>> = Vec::with_capacity(changes.len());
         let mut key_count = base.key_count as i64;
         let keys: Vec<Key> = changes.keys().copied().collect();
-        // The old entries of the changed keys, and at the same time the trie pages on their
-        // paths: both read many pages at a time. (Not for a few keys: waking a second thread
-        // costs more than a warm cache's lookups; measured, single-update p50 0.72 against
-        // 0.57 ms.)
-        let (olds, trie_ahead) = join(
+        // Where the stored trie pages on the changed paths are (the page table), then, side by
+        // side, those pages read ahead and one walk of the flat store for the old entries of
+        // the changed keys and the leaves of the elided subtries around them: both read many
+        // pages at a time. (Not side by side for a few keys: waking a second thread costs
+        // more than a warm cache's lookups; measured, single-update p50 0.72 against 0.57 ms.)
+        let paths = self.trie_paths(base, &keys)?;
+        let (walked, trie_ahead) = join(
             changes.len(),
-            || btree::get_many(&self.pager, base.flat_root, &keys),
-            || self.prefetch_trie(base, &keys),
+            || btree::walk_for_commit(&self.pager, base.flat_root, &keys, &paths.range_ends),
+            || {
+                self.pager
+                    .prefetch(&paths.refs, (PageKind::Trie, PageKind::Trie), |_, p| {
+                        trie::validate_page(p)
+                    })
+            },
         );
-        let olds = olds?;
+        let btree::Walked {
+            payloads: olds,
+            leaves,
+            memo,
+        } = walked?;
         trie_ahead?;
+        let hints = CommitHints {
+            stored: paths.stored,
+            leaves,
+        };
+        let src = Snapshot {
+            db: self,
+            version: base,
+            hints: Some(&hints),
+        };
         for ((key, new), old) in changes.iter().zip(olds) {
             let old_entry = old
                 .as_ref()
@@ -838,7 +854,8 @@ impl Inner {
                 )
             },
             || -> Result<(Option<PageRef>, Vec<u64>, u64)> {
-                let flat = btree::update(&self.pager, base.flat_root, &flat_changes)?;
+                let flat =
+                    btree::update_with(&self.pager, Some(&memo), base.flat_root, &flat_changes)?;
                 let mut pages = Vec::new();
                 let root = btree::write(flat.root, seq, &mut || alloc_run(1), &mut pages);
                 let written = pages.len() as u64;
@@ -990,12 +1007,12 @@ impl Inner {
         })
     }
 
-    /// Reads ahead the stored trie pages on the paths of sorted `keys`, a layer at a time.
-    /// Where a key's stored pages end, the trie is rebuilt from the flat-store keys under the
-    /// last page's path: the leaves holding the ends of those ranges are read ahead too.
-    fn prefetch_trie(&self, version: &Version, keys: &[Key]) -> Result<()> {
+    /// Looks up, a layer at a time in the page table, the stored trie pages on the paths of
+    /// sorted `keys`, and where each path's stored pages end, the range of flat-store keys the
+    /// trie is rebuilt from there.
+    fn trie_paths(&self, version: &Version, keys: &[Key]) -> Result<TriePaths> {
         let mut keys: Vec<Key> = keys.to_vec();
-        let mut range_ends: Vec<Key> = Vec::new();
+        let mut paths = TriePaths::default();
         for layer in 0..=trie::MAX_LAYER {
             if keys.is_empty() {
                 break;
@@ -1003,31 +1020,30 @@ impl Inner {
             let ids = trie::page_ids_at(&keys, layer);
             let table_keys: Vec<Key> = ids.iter().map(|(id, _)| id.table_key()).collect();
             let found = btree::get_many(&self.pager, version.pt_root, &table_keys)?;
-            let mut refs = Vec::new();
             let mut below = Vec::new();
-            for ((_, range), payload) in ids.iter().zip(found) {
-                match payload.and_then(|p| PageRef::decode(p.bytes())) {
+            for ((id, range), payload) in ids.iter().zip(found) {
+                match payload
+                    .filter(|p| p.bytes().len() == PAGE_REF_SIZE)
+                    .and_then(|p| PageRef::decode(p.bytes()))
+                {
                     Some(r) => {
-                        refs.push(r);
+                        paths.stored.insert(*id, r);
+                        paths.refs.push(r);
                         below.extend_from_slice(&keys[range.clone()]);
                     }
                     None => {
                         let key = keys[range.start];
                         let depth = layer * trie::PAGE_LEVELS;
-                        range_ends.push(key.prefix(depth));
-                        range_ends.push(key.prefix_end(depth));
+                        paths.range_ends.push(key.prefix(depth));
+                        paths.range_ends.push(key.prefix_end(depth));
                     }
                 }
             }
-            self.pager
-                .prefetch(&refs, (PageKind::Trie, PageKind::Trie), |_, p| {
-                    trie::validate_page(p)
-                })?;
             keys = below;
         }
-        range_ends.sort_unstable();
-        range_ends.dedup();
-        btree::prefetch_paths(&self.pager, version.flat_root, &range_ends)
+        paths.range_ends.sort_unstable();
+        paths.range_ends.dedup();
+        Ok(paths)
     }
 
     /// The pages of the free list of the state of commit `seq`: a journal entry with what
@@ -1420,14 +1436,43 @@ pub(crate) fn recover_meta(
     Err(pager.corrupted(0, format!("no valid meta record ({})", errors.join("; "))))
 }
 
+/// Where the stored trie pages on a commit's changed paths are, and where those paths'
+/// elided subtries lie in the flat store.
+#[derive(Debug, Default)]
+struct TriePaths {
+    /// The stored pages on the paths, by id.
+    stored: rustc_hash::FxHashMap<PageId, PageRef>,
+    /// The same references, to read ahead.
+    refs: Vec<PageRef>,
+    /// Both ends of each elided subtrie's key range, sorted.
+    range_ends: Vec<Key>,
+}
+
+/// What a commit's lookups found, so that its trie update reads neither the page table nor
+/// the flat store's upper levels again.
+#[derive(Debug)]
+pub(crate) struct CommitHints {
+    stored: rustc_hash::FxHashMap<PageId, PageRef>,
+    leaves: btree::LeafWindows,
+}
+
 /// A committed state as the trie reads it.
 pub(crate) struct Snapshot<'a> {
     pub(crate) db: &'a Inner,
     pub(crate) version: &'a Version,
+    /// What this commit's lookups found (only for the state a commit starts from).
+    pub(crate) hints: Option<&'a CommitHints>,
 }
 
 impl TrieSource for Snapshot<'_> {
     fn page(&self, id: &PageId) -> Result<Option<trie::PageView>> {
+        if let Some(r) = self.hints.and_then(|h| h.stored.get(id)) {
+            let page = self
+                .db
+                .pager
+                .read_with(*r, PageKind::Trie, trie::validate_page)?;
+            return Ok(Some(trie::PageView::Stored(page, *r)));
+        }
         let Some(payload) = btree::get(&self.db.pager, self.version.pt_root, &id.table_key())?
         else {
             return Ok(None);
@@ -1449,16 +1494,22 @@ impl TrieSource for Snapshot<'_> {
         hi: &Key,
         f: &mut dyn FnMut(&Key, LeafValue) -> Result<bool>,
     ) -> Result<()> {
+        let mut each = |k: &Key, payload: &[u8]| {
+            let entry = self.db.decode_entry(payload)?;
+            f(k, entry.leaf_value())
+        };
+        if let Some(hints) = self.hints
+            && hints.leaves.range(lo, hi, &mut each)?
+        {
+            return Ok(());
+        }
         btree::range_with(
             &self.db.pager,
             self.version.flat_root,
             cursor,
             lo,
             hi,
-            &mut |k, payload| {
-                let entry = self.db.decode_entry(payload)?;
-                f(k, entry.leaf_value())
-            },
+            &mut each,
         )
     }
 

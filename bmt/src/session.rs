@@ -89,6 +89,7 @@ impl View {
             base: Snapshot {
                 db,
                 version: &self.base,
+                hints: None,
             },
             layers: &self.layers,
         }

@@ -49,7 +49,7 @@ use rustc_hash::FxHashMap as HashMap;
 
 use bmt_core::{
     Hash, KEY_BITS, Key, LeafNode, LeafValue, MerkleProof, MultiProof, Position, ProofError,
-    ProofNode, RootBuilder, Terminal, hash_branch,
+    ProofNode, RootBuilder, Terminal, blake2b_256_many, hash_branch,
 };
 
 use crate::btree::Cursor;
@@ -861,10 +861,20 @@ impl<'a> Update<'a> {
         depth: usize,
         changes: &[TrieChange],
     ) -> Result<Vec<(Key, Hash)>> {
-        let old: Vec<(Key, Hash)> = scan_leaves(self.src, &mut self.cursor, key, depth)?
-            .into_iter()
-            .map(|(k, v)| (k, LeafNode { key: k, value: v }.hash()))
+        let mut old = scan_leaves(self.src, &mut self.cursor, key, depth)?;
+        // Leaves a change replaces or deletes need no hash.
+        let mut j = 0;
+        old.retain(|(k, _)| {
+            j += changes[j..].partition_point(|c| c.key < *k);
+            changes.get(j).is_none_or(|c| c.key != *k)
+        });
+        let encoded: Vec<_> = old
+            .iter()
+            .map(|(k, v)| LeafNode { key: *k, value: *v }.encode())
             .collect();
+        let mut hashes = vec![Hash::ZERO; encoded.len()];
+        blake2b_256_many(&encoded, &mut hashes);
+        let old: Vec<(Key, Hash)> = old.iter().map(|(k, _)| *k).zip(hashes).collect();
         Ok(merge_changes(&old, changes))
     }
 

@@ -8,8 +8,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use blake2::digest::consts::U32;
-use blake2::{Blake2b, Digest};
+use std::sync::LazyLock;
 
 use crate::hex_util::{HexError, decode_fixed_hex};
 
@@ -92,11 +91,46 @@ impl From<Hash> for [u8; HASH_LEN] {
     }
 }
 
+/// BLAKE2b parameters with a 32-byte digest (the digest length is a parameter of BLAKE2b, so
+/// this is not BLAKE2b-512 truncated).
+static PARAMS_256: LazyLock<blake2b_simd::Params> = LazyLock::new(|| {
+    let mut p = blake2b_simd::Params::new();
+    p.hash_length(HASH_LEN);
+    p
+});
+
 /// BLAKE2b with a 32-byte digest, the Gray Paper's `H`.
+///
+/// `blake2b_simd` picks its AVX2 implementation at run time where the CPU has it (about a
+/// fifth faster than a portable one for a 64-byte node here); see [`blake2b_256_many`] for
+/// several independent inputs at once.
 pub fn blake2b_256(data: &[u8]) -> Hash {
-    let mut hasher = Blake2b::<U32>::new();
-    hasher.update(data);
-    Hash(hasher.finalize().into())
+    to_hash(PARAMS_256.hash(data))
+}
+
+/// BLAKE2b-256 of each of `inputs`, into `out` (which must be as long): independent inputs
+/// are hashed up to four at a time in SIMD lanes, about twice as fast per hash as one at a
+/// time.
+pub fn blake2b_256_many<I: AsRef<[u8]>>(inputs: &[I], out: &mut [Hash]) {
+    assert_eq!(inputs.len(), out.len(), "one output per input");
+    for (inputs, out) in inputs.chunks(8).zip(out.chunks_mut(8)) {
+        let mut jobs: [blake2b_simd::many::HashManyJob<'_>; 8] = std::array::from_fn(|i| {
+            blake2b_simd::many::HashManyJob::new(
+                &PARAMS_256,
+                inputs.get(i).map_or(&[], |x| x.as_ref()),
+            )
+        });
+        blake2b_simd::many::hash_many(jobs[..inputs.len()].iter_mut());
+        for (job, o) in jobs.iter().zip(out.iter_mut()) {
+            *o = to_hash(job.to_hash());
+        }
+    }
+}
+
+fn to_hash(h: blake2b_simd::Hash) -> Hash {
+    let mut out = [0u8; HASH_LEN];
+    out.copy_from_slice(h.as_bytes());
+    Hash(out)
 }
 
 /// The hash of a value that is too long to be embedded in its leaf (more than 32 bytes).
@@ -157,6 +191,16 @@ mod tests {
             blake2b_256(b"").to_hex(),
             "0e5751c026e543b2e8ab2eb06099daa1d1e5df47778f7787faab45cdf12fe3a8"
         );
+    }
+
+    #[test]
+    fn many_equals_one_at_a_time() {
+        let inputs: Vec<Vec<u8>> = (0..19u8).map(|i| vec![i; 64 + i as usize]).collect();
+        let mut out = vec![Hash::ZERO; inputs.len()];
+        blake2b_256_many(&inputs, &mut out);
+        for (input, h) in inputs.iter().zip(&out) {
+            assert_eq!(*h, blake2b_256(input));
+        }
     }
 
     #[test]

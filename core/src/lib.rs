@@ -29,7 +29,7 @@ pub use builder::{
     BuildError, RootBuilder, root_from_sorted, root_from_sorted_with, root_from_unsorted,
     root_from_unsorted_with,
 };
-pub use hash::{Blake2bValueHasher, HASH_LEN, Hash, ValueHasher, blake2b_256};
+pub use hash::{Blake2bValueHasher, HASH_LEN, Hash, ValueHasher, blake2b_256, blake2b_256_many};
 pub use hex_util::{HexError, decode_hex};
 pub use key::{KEY_BITS, KEY_LEN, Key, KeyError};
 pub use multiproof::{
