@@ -274,7 +274,12 @@ fn branch_route(p: &PageBuf, key: &[u8]) -> usize {
 
 /// Index of the first entry ≥ key, and whether it equals key.
 fn leaf_search(p: &PageBuf, key: &[u8]) -> (usize, bool) {
-    let (mut lo, mut hi) = (0usize, leaf_len(p));
+    leaf_search_from(p, 0, key)
+}
+
+/// [`leaf_search`] among the entries from `from` on.
+fn leaf_search_from(p: &PageBuf, from: usize, key: &[u8]) -> (usize, bool) {
+    let (mut lo, mut hi) = (from, leaf_len(p));
     while lo < hi {
         let mid = (lo + hi) / 2;
         match cmp_keys(leaf_key(p, mid), key) {
@@ -775,6 +780,12 @@ fn update_node(
     match rd.node(r)? {
         Node::Leaf(p) => {
             freed.push(r.pgno);
+            if let Some(page) = patch_leaf(&p, changes) {
+                return Ok(vec![Piece {
+                    first: None,
+                    node: Child::Leaf(page),
+                }]);
+            }
             let entries = merge_leaf(&p, changes);
             let mut pieces = pack_leaves(&entries);
             if let Some(first) = pieces.first_mut() {
@@ -828,6 +839,33 @@ fn update_node(
     }
 }
 
+/// The leaf with `changes` applied in place, if every one of them gives an existing key a
+/// payload of the same length (the usual update of a fixed-size value): a copy of the page
+/// with those payloads overwritten, instead of a rebuilt one. `None` otherwise.
+fn patch_leaf(p: &PageBuf, changes: &[Change<'_>]) -> Option<Box<PageBuf>> {
+    let mut spans = Vec::with_capacity(changes.len());
+    let mut from = 0;
+    for (key, payload) in changes {
+        let payload = (*payload)?;
+        let (i, found) = leaf_search_from(p, from, &key.0);
+        if !found {
+            return None;
+        }
+        let (start, len) = leaf_payload_span(p, i);
+        if len != payload.len() {
+            return None;
+        }
+        spans.push((start, payload));
+        from = i + 1;
+    }
+    let mut page = PageBuf::scratch();
+    page.bytes_mut().copy_from_slice(p.bytes());
+    for (start, payload) in spans {
+        page.bytes_mut()[start..start + payload.len()].copy_from_slice(payload);
+    }
+    Some(page)
+}
+
 /// Merges a leaf's entries with sorted changes.
 fn merge_leaf<'a>(p: &'a PageBuf, changes: &'a [Change<'a>]) -> Vec<(&'a [u8], &'a [u8])> {
     let n = leaf_len(p);
@@ -837,7 +875,7 @@ fn merge_leaf<'a>(p: &'a PageBuf, changes: &'a [Change<'a>]) -> Vec<(&'a [u8], &
         let take_old = match (i < n, j < changes.len()) {
             (true, false) => true,
             (false, true) => false,
-            _ => leaf_key(p, i) < &changes[j].0.0[..],
+            _ => cmp_keys(leaf_key(p, i), &changes[j].0.0).is_lt(),
         };
         if take_old {
             out.push((leaf_key(p, i), leaf_payload(p, i)));
@@ -894,7 +932,7 @@ fn key_of(bytes: &[u8]) -> Key {
 
 /// A leaf page (unsealed) holding `entries`, which must fit.
 fn build_leaf(entries: &[(&[u8], &[u8])]) -> Box<PageBuf> {
-    let mut page = PageBuf::zeroed();
+    let mut page = PageBuf::scratch();
     let b = page.bytes_mut();
     let n = entries.len();
     let mut off = HEADER_SIZE + 2 * n;
@@ -906,6 +944,8 @@ fn build_leaf(entries: &[(&[u8], &[u8])]) -> Box<PageBuf> {
         b[off + KEY_LEN + 2..off + KEY_LEN + 2 + v.len()].copy_from_slice(v);
         off += KEY_LEN + 2 + v.len();
     }
+    // The rest of the page is zero, whatever the buffer held before.
+    b[off..].fill(0);
     // The entry count lives in the header's length field, set when sealed.
     b[8..12].copy_from_slice(&(n as u32).to_le_bytes());
     page
@@ -1045,7 +1085,7 @@ fn write_child(
                 .into_iter()
                 .map(|c| write_child(c, seq, allocate, out))
                 .collect();
-            let mut page = PageBuf::zeroed();
+            let mut page = PageBuf::scratch();
             let n = refs.len();
             let bytes = page.bytes_mut();
             for (i, r) in refs.iter().enumerate() {
@@ -1055,6 +1095,7 @@ fn write_child(
             for (i, s) in seps.iter().enumerate() {
                 bytes[base + KEY_LEN * i..base + KEY_LEN * (i + 1)].copy_from_slice(&s.0);
             }
+            bytes[base + KEY_LEN * seps.len()..].fill(0);
             let pgno = allocate();
             let crc = page.seal(PageKind::BranchNode, n as u32, seq, pgno);
             out.push((pgno, Arc::new(page)));

@@ -212,6 +212,38 @@ pub(crate) struct Space {
     list: ListState,
     /// The last commit whose meta record is durable.
     durable_seq: u64,
+    /// Pages the last commit wrote.
+    last_commit_pages: u64,
+}
+
+impl Space {
+    /// How many free pages the file may hold before a commit fills short runs instead of
+    /// growing the file: half the pages in use, or three times what the last commit wrote if
+    /// that is more. Room beyond what each commit frees is what lets runs of free pages
+    /// grow long (see [`allocate_pages`]).
+    fn slack(&self) -> u64 {
+        let used = self.page_count.saturating_sub(self.free.pages());
+        (used / 2).max(3 * self.last_commit_pages)
+    }
+}
+
+/// Takes `n` contiguous pages for a commit: from a long free run, continuing the last one
+/// (so that the commit's pages go to the device as a few long writes, not one write per
+/// page); past the end of the file while its free pages are fewer than `slack`; else from
+/// the lowest free run that fits (or the end of the file).
+fn allocate_pages(free: &mut FreeSpace, page_count: &mut u64, slack: u64, n: u64) -> u64 {
+    let extend = |page_count: &mut u64| {
+        let p = *page_count;
+        *page_count += n;
+        p
+    };
+    if let Some(p) = free.allocate_long(n) {
+        return p;
+    }
+    if free.pages() < slack {
+        return extend(page_count);
+    }
+    free.allocate(n).unwrap_or_else(|| extend(page_count))
 }
 
 /// The persisted free list: a full list, then a journal of changes, one entry per meta record
@@ -411,6 +443,7 @@ impl Inner {
                 page_count: meta.page_count,
                 list,
                 durable_seq: meta.seq,
+                last_commit_pages: 0,
             }),
             last_commit: Mutex::new(CommitStats::default()),
             discarded_at_open,
@@ -797,15 +830,10 @@ impl Inner {
         // failure leaves the writer's state as it was.
         // Pages come from the free space, which logs what it hands out: a failed commit gives
         // them back (see `commit`).
+        let slack = space.slack();
         let free = &mut space.free;
         let page_count = &mut space.page_count;
-        let mut alloc_run = |n: u64| -> u64 {
-            free.allocate(n).unwrap_or_else(|| {
-                let p = *page_count;
-                *page_count += n;
-                p
-            })
-        };
+        let mut alloc_run = |n: u64| -> u64 { allocate_pages(free, page_count, slack, n) };
         let mut out_pages: Vec<(u64, SharedPage)> = Vec::new();
         let writes = WriteBatch::new();
         // If the commit fails from here on, its writes in flight must end before a later
@@ -887,7 +915,7 @@ impl Inner {
             }
             match page {
                 Some(p) => {
-                    let mut buf = p.encode();
+                    let mut buf = p.into_page();
                     let pgno = alloc_one();
                     let crc = buf.seal(PageKind::Trie, 0, seq, pgno);
                     let mut r = [0u8; PAGE_REF_SIZE];
@@ -978,6 +1006,7 @@ impl Inner {
             space.durable_seq = seq;
         }
         lap(&mut stats.sync);
+        space.last_commit_pages = stats.pages_written;
         *self.last_commit.lock() = stats;
 
         // The commit happened: publish it. Nothing below may undo it.
@@ -1057,13 +1086,8 @@ impl Inner {
         pending: &mut Vec<(u64, Vec<(u64, u64)>)>,
         list: &mut ListState,
     ) -> Vec<(u64, SharedPage)> {
-        let take_page = |free: &mut FreeSpace, page_count: &mut u64| {
-            free.allocate(1).unwrap_or_else(|| {
-                let q = *page_count;
-                *page_count += 1;
-                q
-            })
-        };
+        let take_page =
+            |free: &mut FreeSpace, page_count: &mut u64| allocate_pages(free, page_count, 0, 1);
         list.removed.extend(free.take_allocated());
         let journal_len = list.journal_pages.len() as u32;
         if journal_len < MAX_JOURNAL && Delta::fits(list.removed.len() + 1, list.added.len()) {
@@ -1324,7 +1348,7 @@ pub(crate) fn load_free_list(pager: &Pager, meta: &Meta) -> Result<(FreeSpace, L
         let page = pager.read_uncached(r.pgno, PageKind::FreeList, Some(r.crc))?;
         list.full_pages.push(r.pgno);
         next = free
-            .decode_page(&page)
+            .decode_page(&page, meta.page_count)
             .map_err(|e| pager.corrupted(r.pgno, e))?;
     }
     let mut deltas = Vec::new();
@@ -1345,7 +1369,7 @@ pub(crate) fn load_free_list(pager: &Pager, meta: &Meta) -> Result<(FreeSpace, L
     list.journal_pages.reverse();
     for (pgno, delta) in deltas.iter().rev() {
         delta
-            .apply(&mut free)
+            .apply(&mut free, meta.page_count)
             .map_err(|e| pager.corrupted(*pgno, e))?;
     }
     if free.iter().any(|(s, l)| s + l > meta.page_count) {

@@ -54,13 +54,13 @@ pub fn page(data: &[u8]) {
         PageKind::Trie => crate::trie::fuzz_page(&p),
         PageKind::FreeList => {
             let mut free = FreeSpace::default();
-            let _ = free.decode_page(&p);
+            let _ = free.decode_page(&p, 1 << 20);
         }
         PageKind::FreeListDelta => {
             if let Ok(delta) = Delta::decode(&p) {
                 let mut free = FreeSpace::default();
                 free.free(2, 1000);
-                let _ = delta.apply(&mut free);
+                let _ = delta.apply(&mut free, 1 << 20);
             }
         }
         PageKind::Overflow => {}

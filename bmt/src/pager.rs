@@ -175,7 +175,7 @@ impl Pager {
         }
         self.counters.cache_misses.fetch_add(1, Ordering::Relaxed);
         self.check_poisoned()?;
-        let mut page = PageBuf::zeroed();
+        let mut page = PageBuf::scratch();
         self.file
             .read_exact_at(page.bytes_mut(), r.pgno * PAGE_SIZE as u64)
             .map_err(|e| self.read_error(r.pgno, e))?;
@@ -199,7 +199,7 @@ impl Pager {
         expected_crc: Option<u32>,
     ) -> Result<Box<PageBuf>> {
         self.check_poisoned()?;
-        let mut page = PageBuf::zeroed();
+        let mut page = PageBuf::scratch();
         self.file
             .read_exact_at(page.bytes_mut(), pgno * PAGE_SIZE as u64)
             .map_err(|e| self.read_error(pgno, e))?;
@@ -213,7 +213,7 @@ impl Pager {
 
     /// Reads page `pgno` without any check (to diagnose a page that failed them).
     pub fn read_raw(&self, pgno: u64) -> Result<Box<PageBuf>> {
-        let mut page = PageBuf::zeroed();
+        let mut page = PageBuf::scratch();
         self.file
             .read_exact_at(page.bytes_mut(), pgno * PAGE_SIZE as u64)
             .map_err(|e| self.read_error(pgno, e))?;
@@ -394,7 +394,7 @@ impl Pager {
                     .iter()
                     .map(|r| uring::Op::Read {
                         offset: r.pgno * PAGE_SIZE as u64,
-                        buf: PageBuf::zeroed(),
+                        buf: PageBuf::scratch(),
                     })
                     .collect(),
                 Box::new(move |results| {
@@ -575,7 +575,7 @@ impl std::fmt::Debug for Read {
 impl Read {
     fn run(&self, file: &dyn StorageFile) -> std::io::Result<()> {
         for r in &self.refs {
-            let mut page = PageBuf::zeroed();
+            let mut page = PageBuf::scratch();
             file.read_exact_at(page.bytes_mut(), r.pgno * PAGE_SIZE as u64)?;
             self.admit(*r, page);
         }

@@ -176,7 +176,7 @@ impl View {
         let pages = delta
             .pages
             .into_iter()
-            .map(|(id, page, _)| (id, page.map(|p| Arc::new(*p))))
+            .map(|(id, page, _)| (id, page.map(Arc::new)))
             .collect();
         Ok(Layer {
             flat: Arc::new(changes),

@@ -49,7 +49,7 @@ use rustc_hash::FxHashMap as HashMap;
 
 use bmt_core::{
     Hash, KEY_BITS, Key, LeafNode, LeafValue, MerkleProof, MultiProof, Position, ProofError,
-    ProofNode, RootBuilder, Terminal, blake2b_256_many, hash_branch,
+    ProofNode, Terminal, blake2b_256_many, hash_branch,
 };
 
 use crate::btree::Cursor;
@@ -201,7 +201,7 @@ pub fn check_page(page: &PageBuf) -> Result<PageCheck, String> {
     let (n0, n1) = (p.node(0), p.node(1));
     let mut check = PageCheck {
         top: bmt_core::hash_branch(&n0.hash(), &n1.hash()),
-        count: p.count,
+        count: p.count(),
         stored_children: Vec::new(),
         elided_children: Vec::new(),
     };
@@ -272,82 +272,87 @@ impl NodeKind {
     }
 }
 
-/// A trie page in memory.
-#[derive(Clone, PartialEq, Eq, Debug)]
+/// A trie page in memory: the page buffer itself, in its on-disk layout (so that copying a
+/// stored page to change it, and writing it, are each one 4 KiB copy or none).
+#[derive(Debug)]
 pub struct TriePage {
-    hashes: [Hash; PAGE_NODES],
-    leaves: u128,
-    stored: u64,
-    count: u64,
+    page: Box<PageBuf>,
+}
+
+impl Clone for TriePage {
+    fn clone(&self) -> Self {
+        TriePage::decode(&self.page)
+    }
 }
 
 impl TriePage {
-    fn empty(count: u64) -> Box<Self> {
-        Box::new(TriePage {
-            hashes: [Hash::ZERO; PAGE_NODES],
-            leaves: 0,
-            stored: 0,
-            count,
-        })
-    }
-
-    fn decode(page: &PageBuf) -> Box<Self> {
-        let b = page.bytes();
-        let mut p = TriePage::empty(0);
-        for i in 0..PAGE_NODES {
-            let at = HEADER_SIZE + 32 * i;
-            p.hashes[i] = Hash(b[at..at + 32].try_into().expect("32 bytes"));
-        }
-        p.leaves = u128::from_le_bytes(b[LEAF_BITS_AT..STORED_AT].try_into().expect("16"));
-        p.stored = u64::from_le_bytes(b[STORED_AT..COUNT_AT].try_into().expect("8"));
-        p.count = u64::from_le_bytes(b[COUNT_AT..PAGE_SIZE].try_into().expect("8"));
+    fn empty(count: u64) -> Self {
+        let mut page = PageBuf::scratch();
+        page.bytes_mut()[HEADER_SIZE..COUNT_AT].fill(0);
+        let mut p = TriePage { page };
+        p.set_count(count);
         p
     }
 
+    fn decode(page: &PageBuf) -> Self {
+        let mut copy = PageBuf::scratch();
+        copy.bytes_mut().copy_from_slice(page.bytes());
+        TriePage { page: copy }
+    }
+
     /// The page as an unsealed page buffer.
-    pub fn encode(&self) -> Box<PageBuf> {
-        let mut page = PageBuf::zeroed();
-        let b = page.bytes_mut();
-        for i in 0..PAGE_NODES {
-            let at = HEADER_SIZE + 32 * i;
-            b[at..at + 32].copy_from_slice(self.hashes[i].as_bytes());
-        }
-        b[LEAF_BITS_AT..STORED_AT].copy_from_slice(&self.leaves.to_le_bytes());
-        b[STORED_AT..COUNT_AT].copy_from_slice(&self.stored.to_le_bytes());
-        b[COUNT_AT..PAGE_SIZE].copy_from_slice(&self.count.to_le_bytes());
-        page
+    pub fn into_page(self) -> Box<PageBuf> {
+        self.page
+    }
+
+    fn leaf_bits(&self) -> u128 {
+        u128::from_le_bytes(
+            self.page.bytes()[LEAF_BITS_AT..STORED_AT]
+                .try_into()
+                .expect("16 bytes"),
+        )
+    }
+
+    fn stored(&self) -> u64 {
+        raw_stored_bits(&self.page)
+    }
+
+    fn count(&self) -> u64 {
+        u64::from_le_bytes(self.page.bytes()[COUNT_AT..].try_into().expect("8 bytes"))
+    }
+
+    fn set_count(&mut self, count: u64) {
+        self.page.bytes_mut()[COUNT_AT..].copy_from_slice(&count.to_le_bytes());
     }
 
     fn node(&self, i: usize) -> NodeKind {
-        let h = self.hashes[i];
-        if h.is_zero() {
-            NodeKind::Empty
-        } else if self.leaves >> i & 1 == 1 {
-            NodeKind::Leaf(h)
-        } else {
-            NodeKind::Branch(h)
-        }
+        raw_node(&self.page, i)
     }
 
     fn set(&mut self, i: usize, node: NodeKind) {
-        self.hashes[i] = node.hash();
+        let at = HEADER_SIZE + 32 * i;
+        let mut leaves = self.leaf_bits();
         if matches!(node, NodeKind::Leaf(_)) {
-            self.leaves |= 1 << i;
+            leaves |= 1 << i;
         } else {
-            self.leaves &= !(1 << i);
+            leaves &= !(1 << i);
         }
+        let b = self.page.bytes_mut();
+        b[at..at + 32].copy_from_slice(node.hash().as_bytes());
+        b[LEAF_BITS_AT..STORED_AT].copy_from_slice(&leaves.to_le_bytes());
     }
 
     fn child_stored(&self, j: usize) -> bool {
-        self.stored >> j & 1 == 1
+        self.stored() >> j & 1 == 1
     }
 
     fn set_child_stored(&mut self, j: usize, stored: bool) {
-        if stored {
-            self.stored |= 1 << j;
+        let bits = if stored {
+            self.stored() | 1 << j
         } else {
-            self.stored &= !(1 << j);
-        }
+            self.stored() & !(1 << j)
+        };
+        self.page.bytes_mut()[STORED_AT..COUNT_AT].copy_from_slice(&bits.to_le_bytes());
     }
 }
 
@@ -378,15 +383,15 @@ impl PageView {
     fn stored_bits(&self) -> u64 {
         match self {
             PageView::Stored(p, _) => raw_stored_bits(p),
-            PageView::Memory(p) => p.stored,
+            PageView::Memory(p) => p.stored(),
         }
     }
 
     /// A copy to change, and the committed page it replaces (if on disk).
-    fn to_owned(&self) -> (Box<TriePage>, Option<PageRef>) {
+    fn to_owned(&self) -> (TriePage, Option<PageRef>) {
         match self {
             PageView::Stored(p, r) => (TriePage::decode(p), Some(*r)),
-            PageView::Memory(p) => (Box::new((**p).clone()), None),
+            PageView::Memory(p) => ((**p).clone(), None),
         }
     }
 
@@ -430,24 +435,31 @@ pub(crate) fn fuzz_page(page: &PageBuf) {
 
 /// Checks a trie page read from disk: leaf and stored bits only where they make sense.
 pub fn validate_page(page: &PageBuf) -> Result<(), String> {
-    let p = TriePage::decode(page);
-    if p.leaves >> PAGE_NODES != 0 {
+    let leaves = u128::from_le_bytes(
+        page.bytes()[LEAF_BITS_AT..STORED_AT]
+            .try_into()
+            .expect("16 bytes"),
+    );
+    if leaves >> PAGE_NODES != 0 {
         return Err("leaf bits beyond the last node".into());
     }
     for i in 0..PAGE_NODES {
-        if p.leaves >> i & 1 == 1 && p.hashes[i].is_zero() {
+        let at = HEADER_SIZE + 32 * i;
+        if leaves >> i & 1 == 1 && page.bytes()[at..at + 32] == [0; 32] {
             return Err(format!("node {i} is an empty leaf"));
         }
     }
+    let stored = raw_stored_bits(page);
     for j in 0..64 {
-        if p.child_stored(j) && !matches!(p.node(62 + j), NodeKind::Branch(_)) {
+        if stored >> j & 1 == 1 && !matches!(raw_node(page, 62 + j), NodeKind::Branch(_)) {
             return Err(format!(
                 "stored child {j} under a node that is not a branch"
             ));
         }
     }
-    if p.count < 2 {
-        return Err(format!("a stored page with {} keys", p.count));
+    let count = u64::from_le_bytes(page.bytes()[COUNT_AT..].try_into().expect("8 bytes"));
+    if count < 2 {
+        return Err(format!("a stored page with {count} keys"));
     }
     Ok(())
 }
@@ -490,18 +502,39 @@ fn scan_leaves(
 
 /// The hash of the subtrie of sorted `leaves` whose top is at `depth`.
 fn subtrie(leaves: &[(Key, Hash)], depth: usize) -> NodeKind {
-    match leaves.len() {
-        0 => NodeKind::Empty,
-        1 => NodeKind::Leaf(leaves[0].1),
-        _ => {
-            let mut b = RootBuilder::at_depth(depth);
-            for (k, h) in leaves {
-                // Keys come sorted and distinct from one prefix range.
-                let _ = b.push_leaf_hash(k, *h);
-            }
-            NodeKind::Branch(b.finish())
-        }
+    match leaves {
+        [] => NodeKind::Empty,
+        [(_, h)] => NodeKind::Leaf(*h),
+        _ => NodeKind::Branch(branch_over(leaves, depth)),
     }
+}
+
+/// The hash of the branch at `depth` over two or more sorted, distinct `leaves` that share
+/// their first `depth` bits: the branch where the first and last keys part, under a chain of
+/// branches with one empty side up to `depth`.
+fn branch_over(leaves: &[(Key, Hash)], depth: usize) -> Hash {
+    let (first, last) = (&leaves[0].0, &leaves[leaves.len() - 1].0);
+    let part = first.common_prefix_bits(last);
+    let split = leaves.partition_point(|(k, _)| !k.bit(part.min(KEY_BITS - 1)));
+    if part >= KEY_BITS || split == 0 || split == leaves.len() {
+        // Equal or unsorted keys (only from a corrupted store): no trie has them, and any
+        // hash will fail the root check.
+        return leaves[0].1;
+    }
+    let side = |leaves: &[(Key, Hash)]| match leaves {
+        [] => Hash::ZERO,
+        [(_, h)] => *h,
+        _ => branch_over(leaves, part + 1),
+    };
+    let mut h = hash_branch(&side(&leaves[..split]), &side(&leaves[split..]));
+    for d in (depth..part).rev() {
+        h = if first.bit(d) {
+            hash_branch(&Hash::ZERO, &h)
+        } else {
+            hash_branch(&h, &Hash::ZERO)
+        };
+    }
+    h
 }
 
 /// An effective change to the trie.
@@ -535,7 +568,7 @@ impl TrieChange {
 #[derive(Debug)]
 enum Touched {
     /// The page's new content, and the reference of the page it replaces.
-    Live(Box<TriePage>, Option<PageRef>),
+    Live(TriePage, Option<PageRef>),
     /// The page is no longer stored.
     Removed(Option<PageRef>),
 }
@@ -546,7 +579,7 @@ pub struct TrieDelta {
     /// The new root node.
     pub root: NodeKind,
     /// New page contents (with the page they replace), and pages no longer stored.
-    pub pages: Vec<(PageId, Option<Box<TriePage>>, Option<PageRef>)>,
+    pub pages: Vec<(PageId, Option<TriePage>, Option<PageRef>)>,
 }
 
 /// One batch of changes being applied to the trie.
@@ -691,13 +724,13 @@ impl<'a> Update<'a> {
         let id = PageId::below(&key, depth);
         let (mut page, old_ref) = self.take_page(id)?;
         let delta: i64 = changes.iter().map(|c| c.delta).sum();
-        let count = page.count as i64 + delta;
+        let count = page.count() as i64 + delta;
         if count < self.threshold as i64 {
             let leaves = self.merged_leaves(&key, depth, changes)?;
-            self.remove_stored(id, page.stored, old_ref)?;
+            self.remove_stored(id, page.stored(), old_ref)?;
             return Ok(subtrie(&leaves, depth));
         }
-        page.count = count as u64;
+        page.set_count(count as u64);
         let result = self.update_within(&mut page, depth, key, depth, changes);
         self.touched.insert(id, Touched::Live(page, old_ref));
         result
@@ -838,7 +871,7 @@ impl<'a> Update<'a> {
 
     /// A stored page, taken out of the update's pages (or copied from the committed state) to
     /// be changed, with the reference of the committed page it replaces.
-    fn take_page(&mut self, id: PageId) -> Result<(Box<TriePage>, Option<PageRef>)> {
+    fn take_page(&mut self, id: PageId) -> Result<(TriePage, Option<PageRef>)> {
         match self.touched.remove(&id) {
             Some(Touched::Live(page, old)) => Ok((page, old)),
             Some(Touched::Removed(_)) => Err(self
@@ -951,7 +984,7 @@ impl<'a> Update<'a> {
                 }
                 let child = PageId::below(&path, top + PAGE_LEVELS);
                 let (bits, r) = match self.touched.remove(&child) {
-                    Some(Touched::Live(p, r)) => (p.stored, r),
+                    Some(Touched::Live(p, r)) => (p.stored(), r),
                     Some(Touched::Removed(r)) => {
                         self.touched.insert(child, Touched::Removed(r));
                         continue;

@@ -113,17 +113,24 @@ pub fn blake2b_256(data: &[u8]) -> Hash {
 /// time.
 pub fn blake2b_256_many<I: AsRef<[u8]>>(inputs: &[I], out: &mut [Hash]) {
     assert_eq!(inputs.len(), out.len(), "one output per input");
-    for (inputs, out) in inputs.chunks(8).zip(out.chunks_mut(8)) {
-        let mut jobs: [blake2b_simd::many::HashManyJob<'_>; 8] = std::array::from_fn(|i| {
-            blake2b_simd::many::HashManyJob::new(
-                &PARAMS_256,
-                inputs.get(i).map_or(&[], |x| x.as_ref()),
-            )
-        });
-        blake2b_simd::many::hash_many(jobs[..inputs.len()].iter_mut());
-        for (job, o) in jobs.iter().zip(out.iter_mut()) {
-            *o = to_hash(job.to_hash());
+    for (inputs, out) in inputs.chunks(4).zip(out.chunks_mut(4)) {
+        match inputs.len() {
+            1 => out[0] = blake2b_256(inputs[0].as_ref()),
+            2 => many::<2, I>(inputs, out),
+            3 => many::<3, I>(inputs, out),
+            _ => many::<4, I>(inputs, out),
         }
+    }
+}
+
+/// `N` hashes side by side (`inputs` and `out` hold `N` each).
+fn many<const N: usize, I: AsRef<[u8]>>(inputs: &[I], out: &mut [Hash]) {
+    let mut jobs: [blake2b_simd::many::HashManyJob<'_>; N] = std::array::from_fn(|i| {
+        blake2b_simd::many::HashManyJob::new(&PARAMS_256, inputs[i].as_ref())
+    });
+    blake2b_simd::many::hash_many(jobs.iter_mut());
+    for (job, o) in jobs.iter().zip(out.iter_mut()) {
+        *o = to_hash(job.to_hash());
     }
 }
 
