@@ -329,25 +329,20 @@ fn walk_levels(
     let mut level: Vec<Step> = vec![(root, 0..keys.len(), None, None)];
     while !level.is_empty() {
         let refs: Vec<PageRef> = level.iter().map(|(r, ..)| *r).collect();
-        pager.prefetch(
+        let pages = pager.read_many(
             &refs,
             (PageKind::LeafNode, PageKind::BranchNode),
             validate_node,
         )?;
         let mut next = Vec::new();
-        for (r, range, lower, upper) in level {
-            let node = read_node(pager, r)?;
+        for ((r, range, lower, upper), p) in level.into_iter().zip(pages) {
             if let Some(memo) = memo.as_deref_mut() {
-                let (Node::Leaf(p) | Node::Branch(p)) = &node;
                 memo.insert(r.pgno, p.clone());
             }
-            let p = match node {
-                Node::Leaf(p) => {
-                    leaf(p, range, lower, upper);
-                    continue;
-                }
-                Node::Branch(p) => p,
-            };
+            if p.bytes()[4] == PageKind::LeafNode as u8 {
+                leaf(p, range, lower, upper);
+                continue;
+            }
             let keys = &keys[range.clone()];
             let n = branch_len(&p);
             let mut c = 0;
@@ -714,17 +709,32 @@ pub struct Updated {
 
 /// Applies `changes` (sorted by key, each key once) to the tree at `root`.
 pub fn update(pager: &Pager, root: Option<PageRef>, changes: &[Change<'_>]) -> Result<Updated> {
-    update_with(pager, None, root, changes)
+    update_with(pager, None, None, root, changes)
 }
 
-/// [`update`], reading pages from `memo` (a walk's pages) where it has them.
+/// Where a change's key was found before the update: its leaf's page number, and the offset
+/// and length of its payload there.
+pub type OldAt = Option<(u64, usize, usize)>;
+
+impl Payload {
+    /// Where this payload is (see [`OldAt`]).
+    pub fn at(&self) -> OldAt {
+        Some((self.page.pgno(), self.start, self.len))
+    }
+}
+
+/// [`update`], reading pages from `memo` (a walk's pages) where it has them; `olds`, when
+/// given, says for each change where its key's payload was (so that a leaf updated in place
+/// needs no search).
 pub fn update_with(
     pager: &Pager,
     memo: Option<&PageMemo>,
+    olds: Option<&[OldAt]>,
     root: Option<PageRef>,
     changes: &[Change<'_>],
 ) -> Result<Updated> {
-    let rd = Reader { pager, memo };
+    debug_assert!(olds.is_none_or(|o| o.len() == changes.len()));
+    let rd = Reader { pager, memo, olds };
     let mut freed = Vec::new();
     if changes.is_empty() {
         return Ok(Updated {
@@ -733,7 +743,7 @@ pub fn update_with(
         });
     }
     let mut pieces = match root {
-        Some(r) => update_node(&rd, r, changes, &mut freed)?,
+        Some(r) => update_node(&rd, r, changes, 0, &mut freed)?,
         None => {
             let entries: Vec<(&[u8], &[u8])> = changes
                 .iter()
@@ -763,6 +773,7 @@ pub fn update_with(
 struct Reader<'a> {
     pager: &'a Pager,
     memo: Option<&'a PageMemo>,
+    olds: Option<&'a [OldAt]>,
 }
 
 impl Reader<'_> {
@@ -771,16 +782,19 @@ impl Reader<'_> {
     }
 }
 
+/// Updates the subtree at `r` with `changes`, which are changes `at..` of the update.
 fn update_node(
     rd: &Reader<'_>,
     r: PageRef,
     changes: &[Change<'_>],
+    at: usize,
     freed: &mut Vec<u64>,
 ) -> Result<Vec<Piece>> {
     match rd.node(r)? {
         Node::Leaf(p) => {
             freed.push(r.pgno);
-            if let Some(page) = patch_leaf(&p, changes) {
+            let olds = rd.olds.map(|o| &o[at..at + changes.len()]);
+            if let Some(page) = patch_leaf(&p, r.pgno, changes, olds) {
                 return Ok(vec![Piece {
                     first: None,
                     node: Child::Leaf(page),
@@ -811,7 +825,7 @@ fn update_node(
                     out.push((sep, Child::Clean(branch_child(&p, i)), false));
                     continue;
                 }
-                let pieces = update_node(rd, branch_child(&p, i), &changes[c..end], freed)?;
+                let pieces = update_node(rd, branch_child(&p, i), &changes[c..end], at + c, freed)?;
                 for (j, piece) in pieces.into_iter().enumerate() {
                     let s = if j == 0 { sep } else { piece.first };
                     out.push((s, piece.node, true));
@@ -842,21 +856,33 @@ fn update_node(
 /// The leaf with `changes` applied in place, if every one of them gives an existing key a
 /// payload of the same length (the usual update of a fixed-size value): a copy of the page
 /// with those payloads overwritten, instead of a rebuilt one. `None` otherwise.
-fn patch_leaf(p: &PageBuf, changes: &[Change<'_>]) -> Option<Box<PageBuf>> {
+/// `olds`, when given, says where each change's key was found (see [`OldAt`]); a position in
+/// this leaf (page `pgno`) is used without searching for the key.
+fn patch_leaf(
+    p: &PageBuf,
+    pgno: u64,
+    changes: &[Change<'_>],
+    olds: Option<&[OldAt]>,
+) -> Option<Box<PageBuf>> {
     let mut spans = Vec::with_capacity(changes.len());
     let mut from = 0;
-    for (key, payload) in changes {
+    for (n, (key, payload)) in changes.iter().enumerate() {
         let payload = (*payload)?;
-        let (i, found) = leaf_search_from(p, from, &key.0);
-        if !found {
-            return None;
-        }
-        let (start, len) = leaf_payload_span(p, i);
+        let (start, len) = match olds.and_then(|o| o[n]) {
+            Some((at_pgno, start, len)) if at_pgno == pgno => (start, len),
+            _ => {
+                let (i, found) = leaf_search_from(p, from, &key.0);
+                if !found {
+                    return None;
+                }
+                from = i + 1;
+                leaf_payload_span(p, i)
+            }
+        };
         if len != payload.len() {
             return None;
         }
         spans.push((start, payload));
-        from = i + 1;
     }
     let mut page = PageBuf::scratch();
     page.bytes_mut().copy_from_slice(p.bytes());

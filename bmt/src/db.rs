@@ -749,6 +749,7 @@ impl Inner {
         let mut reverse: Vec<(Key, Option<Vec<u8>>)> = Vec::new();
         let mut trie_changes: Vec<TrieChange> = Vec::with_capacity(changes.len());
         let mut flat_changes: Vec<(Key, Option<&[u8]>)> = Vec::with_capacity(changes.len());
+        let mut flat_olds: Vec<btree::OldAt> = Vec::with_capacity(changes.len());
         let mut freed: Vec<(u64, u64)> = Vec::new();
         let mut large: Vec<(Key, &[u8])> = Vec::new();
         let mut payloads: Vec<Vec<u8>> = Vec::with_capacity(changes.len());
@@ -761,12 +762,12 @@ impl Inner {
         // pages at a time. (Not side by side for a few keys: waking a second thread costs
         // more than a warm cache's lookups; measured, single-update p50 0.72 against 0.57 ms.)
         let paths = self.trie_paths(base, &keys)?;
-        let (walked, trie_ahead) = join(
+        let (walked, trie_pages) = join(
             changes.len(),
             || btree::walk_for_commit(&self.pager, base.flat_root, &keys, &paths.range_ends),
             || {
                 self.pager
-                    .prefetch(&paths.refs, (PageKind::Trie, PageKind::Trie), |_, p| {
+                    .read_many(&paths.refs, (PageKind::Trie, PageKind::Trie), |_, p| {
                         trie::validate_page(p)
                     })
             },
@@ -776,11 +777,13 @@ impl Inner {
             leaves,
             memo,
         } = walked?;
-        trie_ahead?;
-        let hints = CommitHints {
-            stored: paths.stored,
-            leaves,
-        };
+        let stored = paths
+            .ids
+            .iter()
+            .zip(paths.refs.iter().zip(trie_pages?))
+            .map(|(id, (r, page))| (*id, (*r, page)))
+            .collect();
+        let hints = CommitHints { stored, leaves };
         let src = Snapshot {
             db: self,
             version: base,
@@ -821,6 +824,7 @@ impl Inner {
                 }
             }
             flat_changes.push((*key, None));
+            flat_olds.push(old.as_ref().and_then(btree::Payload::at));
         }
 
         stats.changes = trie_changes.len();
@@ -882,8 +886,13 @@ impl Inner {
                 )
             },
             || -> Result<(Option<PageRef>, Vec<u64>, u64)> {
-                let flat =
-                    btree::update_with(&self.pager, Some(&memo), base.flat_root, &flat_changes)?;
+                let flat = btree::update_with(
+                    &self.pager,
+                    Some(&memo),
+                    Some(&flat_olds),
+                    base.flat_root,
+                    &flat_changes,
+                )?;
                 let mut pages = Vec::new();
                 let root = btree::write(flat.root, seq, &mut || alloc_run(1), &mut pages);
                 let written = pages.len() as u64;
@@ -1056,7 +1065,7 @@ impl Inner {
                     .and_then(|p| PageRef::decode(p.bytes()))
                 {
                     Some(r) => {
-                        paths.stored.insert(*id, r);
+                        paths.ids.push(*id);
                         paths.refs.push(r);
                         below.extend_from_slice(&keys[range.clone()]);
                     }
@@ -1464,9 +1473,9 @@ pub(crate) fn recover_meta(
 /// elided subtries lie in the flat store.
 #[derive(Debug, Default)]
 struct TriePaths {
-    /// The stored pages on the paths, by id.
-    stored: rustc_hash::FxHashMap<PageId, PageRef>,
-    /// The same references, to read ahead.
+    /// The stored pages on the paths.
+    ids: Vec<PageId>,
+    /// Their references.
     refs: Vec<PageRef>,
     /// Both ends of each elided subtrie's key range, sorted.
     range_ends: Vec<Key>,
@@ -1476,7 +1485,8 @@ struct TriePaths {
 /// the flat store's upper levels again.
 #[derive(Debug)]
 pub(crate) struct CommitHints {
-    stored: rustc_hash::FxHashMap<PageId, PageRef>,
+    /// The stored trie pages on the changed paths, read.
+    stored: rustc_hash::FxHashMap<PageId, (PageRef, SharedPage)>,
     leaves: btree::LeafWindows,
 }
 
@@ -1490,12 +1500,8 @@ pub(crate) struct Snapshot<'a> {
 
 impl TrieSource for Snapshot<'_> {
     fn page(&self, id: &PageId) -> Result<Option<trie::PageView>> {
-        if let Some(r) = self.hints.and_then(|h| h.stored.get(id)) {
-            let page = self
-                .db
-                .pager
-                .read_with(*r, PageKind::Trie, trie::validate_page)?;
-            return Ok(Some(trie::PageView::Stored(page, *r)));
+        if let Some((r, page)) = self.hints.and_then(|h| h.stored.get(id)) {
+            return Ok(Some(trie::PageView::Stored(page.clone(), *r)));
         }
         let Some(payload) = btree::get(&self.db.pager, self.version.pt_root, &id.table_key())?
         else {

@@ -467,6 +467,43 @@ impl Pager {
         self.wait(&batch)
     }
 
+    /// The pages `refs` point to (each of kind `kinds.0` or `kinds.1`, checked as by
+    /// [`Pager::read_either`]), in order: those in the cache at once, the others read many
+    /// at a time first ([`Pager::prefetch`]). One cache lookup for a cached page, where a
+    /// read-ahead and then a read would take two.
+    pub fn read_many(
+        &self,
+        refs: &[PageRef],
+        kinds: (PageKind, PageKind),
+        validate: fn(PageKind, &PageBuf) -> Result<(), String>,
+    ) -> Result<Vec<SharedPage>> {
+        let (a, b) = kinds;
+        let mut out: Vec<Option<SharedPage>> = Vec::with_capacity(refs.len());
+        let mut missing: Vec<PageRef> = Vec::new();
+        for r in refs {
+            let hit = self.cache.get(&r.pgno).filter(|p| {
+                let k = p.bytes()[4];
+                p.stored_crc() == r.crc && (k == a as u8 || k == b as u8)
+            });
+            if hit.is_none() {
+                missing.push(*r);
+            }
+            out.push(hit);
+        }
+        let hits = (refs.len() - missing.len()) as u64;
+        self.counters.cache_hits.fetch_add(hits, Ordering::Relaxed);
+        if !missing.is_empty() {
+            self.prefetch(&missing, kinds, validate)?;
+        }
+        refs.iter()
+            .zip(out)
+            .map(|(r, page)| match page {
+                Some(p) => Ok(p),
+                None => self.read_either(*r, a, b, validate),
+            })
+            .collect()
+    }
+
     /// Waits for every write of `batch`; the first failure poisons the handle.
     pub fn wait(&self, batch: &Arc<WriteBatch>) -> Result<()> {
         match batch.wait() {
