@@ -460,6 +460,18 @@ pub struct Walked {
     pub memo: PageMemo,
 }
 
+impl Walked {
+    /// Adds what a walk of keys after this one's found.
+    pub fn append(&mut self, mut next: Walked) {
+        self.payloads.append(&mut next.payloads);
+        self.leaves.leaves.append(&mut next.leaves.leaves);
+        if self.memo.len() < next.memo.len() {
+            std::mem::swap(&mut self.memo, &mut next.memo);
+        }
+        self.memo.extend(next.memo);
+    }
+}
+
 /// [`get_many`] of sorted, distinct `keys`, walking the paths of sorted `also` at the same
 /// time (their payloads are not wanted, their leaves are), keeping every page read.
 pub fn walk_for_commit(

@@ -36,7 +36,7 @@ use crate::io::{DirLock, Storage};
 use crate::meta::{LogRecordRef, MAX_JOURNAL, Meta, MetaError, OneSync};
 use crate::metrics::Metrics;
 use crate::options::Options;
-use crate::page::{PAGE_REF_SIZE, PageKind, PageRef, SharedPage};
+use crate::page::{PAGE_REF_SIZE, PageBuf, PageKind, PageRef, SharedPage};
 use crate::pager::{Pager, WriteBatch};
 use crate::rollback::{LogOptions, LogState, ReverseDelta, RollbackLog};
 use crate::session::{Layer, Overlay, ReadSession, View, WriteSession, WriterGuard};
@@ -745,16 +745,6 @@ impl Inner {
             *slot = now - clock;
             clock = now;
         };
-        // Classify the changes against the committed state.
-        let mut reverse: Vec<(Key, Option<Vec<u8>>)> = Vec::new();
-        let mut trie_changes: Vec<TrieChange> = Vec::with_capacity(changes.len());
-        let mut flat_changes: Vec<(Key, Option<&[u8]>)> = Vec::with_capacity(changes.len());
-        let mut flat_olds: Vec<btree::OldAt> = Vec::with_capacity(changes.len());
-        let mut freed: Vec<(u64, u64)> = Vec::new();
-        let mut large: Vec<(Key, &[u8])> = Vec::new();
-        let mut payloads: Vec<Vec<u8>> = Vec::with_capacity(changes.len());
-        let mut payload_of: Vec<Option<usize>> = Vec::with_capacity(changes.len());
-        let mut key_count = base.key_count as i64;
         let keys: Vec<Key> = changes.keys().copied().collect();
         // Where the stored trie pages on the changed paths are (the page table), then, side by
         // side, those pages read ahead and one walk of the flat store for the old entries of
@@ -764,7 +754,25 @@ impl Inner {
         let paths = self.trie_paths(base, &keys)?;
         let (walked, trie_pages) = join(
             changes.len(),
-            || btree::walk_for_commit(&self.pager, base.flat_root, &keys, &paths.range_ends),
+            || -> Result<btree::Walked> {
+                let walk = |keys: &[Key], also: &[Key]| {
+                    btree::walk_for_commit(&self.pager, base.flat_root, keys, also)
+                };
+                if keys.len() < PARALLEL_MIN {
+                    return walk(&keys, &paths.range_ends);
+                }
+                // Two walks side by side, of the keys before and after the middle one.
+                let half = keys.len() / 2;
+                let pivot = keys[half];
+                let split = paths.range_ends.partition_point(|k| *k < pivot);
+                let (first, second) = rayon::join(
+                    || walk(&keys[..half], &paths.range_ends[..split]),
+                    || walk(&keys[half..], &paths.range_ends[split..]),
+                );
+                let mut walked = first?;
+                walked.append(second?);
+                Ok(walked)
+            },
             || {
                 self.pager
                     .read_many(&paths.refs, (PageKind::Trie, PageKind::Trie), |_, p| {
@@ -789,42 +797,32 @@ impl Inner {
             version: base,
             hints: Some(&hints),
         };
-        for ((key, new), old) in changes.iter().zip(olds) {
-            let old_entry = old
-                .as_ref()
-                .map(|p| self.decode_entry(p.bytes()))
-                .transpose()?;
-            let old_leaf = old_entry.as_ref().map(Entry::leaf_value);
-            let new_leaf = new.as_ref().map(|v| LeafValue::new(v, &*self.hasher));
-            if old_leaf == new_leaf {
-                continue;
+        // Classify the changes against the committed state, in two halves side by side.
+        let reverse_wanted = logging && matches!(action, LogAction::Append);
+        let entries: Vec<(&Key, &Option<Vec<u8>>)> = changes.iter().collect();
+        let half = entries.len().div_ceil(2);
+        let (first, second) = join(
+            changes.len(),
+            || self.classify(&entries[..half], &olds[..half], reverse_wanted),
+            || self.classify(&entries[half..], &olds[half..], reverse_wanted),
+        );
+        let (mut classified, second) = (first?, second?);
+        classified.append(second);
+        let Classified {
+            mut reverse,
+            trie: trie_changes,
+            keys: flat_keys,
+            olds: flat_olds,
+            payloads: new_payloads,
+            mut freed,
+            delta,
+        } = classified;
+        let key_count = base.key_count as i64 + delta;
+        let mut large: Vec<(Key, &[u8])> = Vec::new();
+        for (key, p) in flat_keys.iter().zip(&new_payloads) {
+            if let NewPayload::Large(v) = p {
+                large.push((*key, v));
             }
-            if let Some(Entry::Overflow(o)) = &old_entry {
-                freed.push((o.pgno, o.pages));
-            }
-            if logging && matches!(action, LogAction::Append) {
-                let prior = old_entry
-                    .as_ref()
-                    .map(|e| self.entry_value(e))
-                    .transpose()?;
-                reverse.push((*key, prior));
-            }
-            let change = TrieChange::between(*key, old_leaf.as_ref(), new_leaf);
-            key_count += change.delta;
-            trie_changes.push(change);
-            match new {
-                None => payload_of.push(None),
-                Some(v) if v.len() <= flat::INLINE_MAX => {
-                    payloads.push(flat::encode_inline(v, &*self.hasher));
-                    payload_of.push(Some(payloads.len() - 1));
-                }
-                Some(v) => {
-                    large.push((*key, v));
-                    payload_of.push(Some(usize::MAX));
-                }
-            }
-            flat_changes.push((*key, None));
-            flat_olds.push(old.as_ref().and_then(btree::Payload::at));
         }
 
         stats.changes = trie_changes.len();
@@ -863,13 +861,18 @@ impl Inner {
             }));
         }
         let mut large_iter = large_payloads.iter();
-        for (i, slot) in payload_of.iter().enumerate() {
-            flat_changes[i].1 = match slot {
-                None => None,
-                Some(usize::MAX) => large_iter.next().map(|p| p.as_slice()),
-                Some(j) => Some(payloads[*j].as_slice()),
-            };
-        }
+        let flat_changes: Vec<(Key, Option<&[u8]>)> = flat_keys
+            .iter()
+            .zip(&new_payloads)
+            .map(|(key, p)| {
+                let payload = match p {
+                    NewPayload::Delete => None,
+                    NewPayload::Inline(bytes) => Some(bytes.as_slice()),
+                    NewPayload::Large(_) => large_iter.next().map(|p| p.as_slice()),
+                };
+                (*key, payload)
+            })
+            .collect();
 
         // The trie along the changed paths and the flat store, side by side: both read only
         // the committed state.
@@ -916,24 +919,36 @@ impl Inner {
         let mut alloc_one = || alloc_run(1);
         lap(&mut stats.trie);
 
-        // Trie pages, then the page table that finds them.
+        // Trie pages (given their places in page order, then sealed side by side), then the
+        // page table that finds them.
         let mut table_changes: Vec<(Key, Option<[u8; PAGE_REF_SIZE]>)> = Vec::new();
-        for (id, page, old) in delta.pages {
+        let mut new_pages: Vec<(Key, u64, Box<PageBuf>)> = Vec::with_capacity(delta.pages.len());
+        let mut trie_pages = delta.pages;
+        trie_pages.sort_unstable_by_key(|(id, ..)| *id);
+        for (id, page, old) in trie_pages {
             if let Some(old) = old {
                 freed.push((old.pgno, 1));
             }
             match page {
-                Some(p) => {
-                    let mut buf = p.into_page();
-                    let pgno = alloc_one();
-                    let crc = buf.seal(PageKind::Trie, 0, seq, pgno);
-                    let mut r = [0u8; PAGE_REF_SIZE];
-                    PageRef { pgno, crc }.encode(&mut r);
-                    table_changes.push((id.table_key(), Some(r)));
-                    out_pages.push((pgno, Arc::new(buf)));
-                }
+                Some(p) => new_pages.push((id.table_key(), alloc_one(), p.into_page())),
                 None => table_changes.push((id.table_key(), None)),
             }
+        }
+        let seal = |(key, pgno, mut buf): (Key, u64, Box<PageBuf>)| {
+            let crc = buf.seal(PageKind::Trie, 0, seq, pgno);
+            let mut r = [0u8; PAGE_REF_SIZE];
+            PageRef { pgno, crc }.encode(&mut r);
+            ((key, Some(r)), (pgno, SharedPage::new(buf)))
+        };
+        let sealed: Vec<_> = if new_pages.len() >= PARALLEL_MIN {
+            use rayon::prelude::*;
+            new_pages.into_par_iter().map(seal).collect()
+        } else {
+            new_pages.into_iter().map(seal).collect()
+        };
+        for (change, page) in sealed {
+            table_changes.push(change);
+            out_pages.push(page);
         }
         table_changes.sort_by_key(|(k, _)| *k);
         let table_list: Vec<btree::Change<'_>> = table_changes
@@ -1043,6 +1058,51 @@ impl Inner {
             seq,
             rollback_id: (logging && matches!(action, LogAction::Append)).then_some(seq),
         })
+    }
+
+    /// The effective changes among `entries` (key, new value) given their old entries `olds`:
+    /// writes of the value already there and deletes of absent keys are dropped.
+    fn classify<'c>(
+        &self,
+        entries: &[(&Key, &'c Option<Vec<u8>>)],
+        olds: &[Option<btree::Payload>],
+        reverse_wanted: bool,
+    ) -> Result<Classified<'c>> {
+        let mut out = Classified::default();
+        for ((key, new), old) in entries.iter().zip(olds) {
+            let old_entry = old
+                .as_ref()
+                .map(|p| self.decode_entry(p.bytes()))
+                .transpose()?;
+            let old_leaf = old_entry.as_ref().map(Entry::leaf_value);
+            let new_leaf = new.as_ref().map(|v| LeafValue::new(v, &*self.hasher));
+            if old_leaf == new_leaf {
+                continue;
+            }
+            if let Some(Entry::Overflow(o)) = &old_entry {
+                out.freed.push((o.pgno, o.pages));
+            }
+            if reverse_wanted {
+                let prior = old_entry
+                    .as_ref()
+                    .map(|e| self.entry_value(e))
+                    .transpose()?;
+                out.reverse.push((**key, prior));
+            }
+            let change = TrieChange::between(**key, old_leaf.as_ref(), new_leaf);
+            out.delta += change.delta;
+            out.trie.push(change);
+            out.payloads.push(match new {
+                None => NewPayload::Delete,
+                Some(v) if v.len() <= flat::INLINE_MAX => {
+                    NewPayload::Inline(flat::encode_inline(v, &*self.hasher))
+                }
+                Some(v) => NewPayload::Large(v),
+            });
+            out.keys.push(**key);
+            out.olds.push(old.as_ref().and_then(btree::Payload::at));
+        }
+        Ok(out)
     }
 
     /// Looks up, a layer at a time in the page table, the stored trie pages on the paths of
@@ -1324,12 +1384,15 @@ where
     RA: Send,
     RB: Send,
 {
-    if changes < 64 {
+    if changes < PARALLEL_MIN {
         (a(), b())
     } else {
         rayon::join(a, b)
     }
 }
+
+/// Commits with fewer changes do their work on one thread.
+const PARALLEL_MIN: usize = 64;
 
 /// Waits for a batch of writes when dropped (on every way out of a commit).
 struct Settle<'a>(&'a Pager, Arc<WriteBatch>);
@@ -1467,6 +1530,47 @@ pub(crate) fn recover_meta(
         ));
     }
     Err(pager.corrupted(0, format!("no valid meta record ({})", errors.join("; "))))
+}
+
+/// A changed key's new flat-store payload.
+#[derive(Debug)]
+enum NewPayload<'c> {
+    /// The key is deleted.
+    Delete,
+    /// The encoded payload of a value stored in the leaf.
+    Inline(Vec<u8>),
+    /// A value stored out of line (its payload is made once its pages are known).
+    Large(&'c [u8]),
+}
+
+/// The effective changes of part of a commit, in key order.
+#[derive(Debug, Default)]
+struct Classified<'c> {
+    /// Each changed key's value before the commit, for the rollback log.
+    reverse: Vec<(Key, Option<Vec<u8>>)>,
+    /// The trie's changes.
+    trie: Vec<TrieChange>,
+    /// The flat store's changes: keys, where each key's old payload was, the new payloads.
+    keys: Vec<Key>,
+    olds: Vec<btree::OldAt>,
+    payloads: Vec<NewPayload<'c>>,
+    /// Out-of-line values the changes replace.
+    freed: Vec<(u64, u64)>,
+    /// The change in the number of keys.
+    delta: i64,
+}
+
+impl<'c> Classified<'c> {
+    /// Appends the changes of the part after this one.
+    fn append(&mut self, mut next: Classified<'c>) {
+        self.reverse.append(&mut next.reverse);
+        self.trie.append(&mut next.trie);
+        self.keys.append(&mut next.keys);
+        self.olds.append(&mut next.olds);
+        self.payloads.append(&mut next.payloads);
+        self.freed.append(&mut next.freed);
+        self.delta += next.delta;
+    }
 }
 
 /// Where the stored trie pages on a commit's changed paths are, and where those paths'

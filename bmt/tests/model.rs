@@ -126,7 +126,9 @@ proptest! {
 
     #[test]
     fn engine_matches_model(
-        batches in proptest::collection::vec(proptest::collection::vec(arb_op(), 0..60), 1..8),
+        // Batches of up to 150 operations: commits of 64 changes or more take the parallel
+        // paths (split walks and classification, subtries updated side by side).
+        batches in proptest::collection::vec(proptest::collection::vec(arb_op(), 0..150), 1..8),
         base in any::<[u8; 31]>(),
         elide in prop_oneof![Just(2u32), Just(4), Just(20)],
     ) {
