@@ -982,10 +982,12 @@ fn build_leaf(entries: &[(&[u8], &[u8])]) -> Box<PageBuf> {
         b[off + KEY_LEN + 2..off + KEY_LEN + 2 + v.len()].copy_from_slice(v);
         off += KEY_LEN + 2 + v.len();
     }
-    // The rest of the page is zero, whatever the buffer held before.
+    // The rest of the page is zero, whatever the buffer held before, and so is the header
+    // until the page is sealed (its sequence number says the page has no earlier version).
     b[off..].fill(0);
+    b[..HEADER_SIZE].fill(0);
     // The entry count lives in the header's length field, set when sealed.
-    b[8..12].copy_from_slice(&(n as u32).to_le_bytes());
+    page.bytes_mut()[8..12].copy_from_slice(&(n as u32).to_le_bytes());
     page
 }
 
@@ -1092,11 +1094,12 @@ fn leaf_page_of(
 }
 
 /// Gives every new node of `root` a page number from `allocate`, children first, seals it and
-/// adds it to `out`; returns the root's reference.
+/// adds it to `out`; returns the root's reference. `allocate` is told whether the page is hot
+/// (see [`crate::db::HOT_AGE`]): branches are, and leaves whose last version is recent.
 pub fn write(
     root: Option<Child>,
     seq: u64,
-    allocate: &mut dyn FnMut() -> u64,
+    allocate: &mut dyn FnMut(bool) -> u64,
     out: &mut Vec<(u64, SharedPage)>,
 ) -> Option<PageRef> {
     root.map(|c| write_child(c, seq, allocate, out))
@@ -1105,13 +1108,14 @@ pub fn write(
 fn write_child(
     child: Child,
     seq: u64,
-    allocate: &mut dyn FnMut() -> u64,
+    allocate: &mut dyn FnMut(bool) -> u64,
     out: &mut Vec<(u64, SharedPage)>,
 ) -> PageRef {
     match child {
         Child::Clean(r) => r,
         Child::Leaf(mut page) => {
-            let pgno = allocate();
+            // A leaf patched in place still has its last version's header (a built one, zero).
+            let pgno = allocate(seq.saturating_sub(page.seq()) <= crate::db::HOT_AGE);
             let n = page.len_field();
             let crc = page.seal(PageKind::LeafNode, n, seq, pgno);
             out.push((pgno, Arc::new(page)));
@@ -1134,7 +1138,7 @@ fn write_child(
                 bytes[base + KEY_LEN * i..base + KEY_LEN * (i + 1)].copy_from_slice(&s.0);
             }
             bytes[base + KEY_LEN * seps.len()..].fill(0);
-            let pgno = allocate();
+            let pgno = allocate(true);
             let crc = page.seal(PageKind::BranchNode, n as u32, seq, pgno);
             out.push((pgno, Arc::new(page)));
             PageRef { pgno, crc }
@@ -1177,7 +1181,7 @@ mod tests {
         let list: Vec<Change<'_>> = changes.iter().map(|(k, v)| (*k, v.as_deref())).collect();
         let up = update(pager, root, &list).unwrap();
         let mut out = Vec::new();
-        let mut alloc = || {
+        let mut alloc = |_hot| {
             *next += 1;
             *next
         };

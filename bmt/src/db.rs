@@ -218,32 +218,48 @@ pub(crate) struct Space {
 
 impl Space {
     /// How many free pages the file may hold before a commit fills short runs instead of
-    /// growing the file: half the pages in use, or three times what the last commit wrote if
-    /// that is more. Room beyond what each commit frees is what lets runs of free pages
-    /// grow long (see [`allocate_pages`]).
+    /// growing the file: a quarter of the pages in use, or three times what the last commit
+    /// wrote if that is more. Room beyond what each commit frees is what lets runs of free
+    /// pages grow long (see [`allocate_pages`]); a quarter keeps the file within 1.25 times
+    /// the pages in use for a large state.
     fn slack(&self) -> u64 {
         let used = self.page_count.saturating_sub(self.free.pages());
-        (used / 2).max(3 * self.last_commit_pages)
+        (used / 4).max(3 * self.last_commit_pages)
     }
 }
 
-/// Takes `n` contiguous pages for a commit: from a long free run, continuing the last one
-/// (so that the commit's pages go to the device as a few long writes, not one write per
-/// page); past the end of the file while its free pages are fewer than `slack`; else from
-/// the lowest free run that fits (or the end of the file).
-fn allocate_pages(free: &mut FreeSpace, page_count: &mut u64, slack: u64, n: u64) -> u64 {
+/// Pages whose content was last written at most this many commits ago are *hot*: they are
+/// likely to be replaced by the next commit too (the upper trie, B+tree branches, the pages
+/// of a small state).
+pub(crate) const HOT_AGE: u64 = 2;
+
+/// Takes `n` contiguous pages for a commit, so that its pages reach the device as a few long
+/// writes rather than one write per scattered page:
+///
+/// - while the file's free pages are fewer than `slack`, from a long free run, continuing the
+///   last one, else from the end of the file (the file grows rather than fill short runs);
+/// - past that, pages of a hot structure (see [`HOT_AGE`]) still come from a long run if
+///   there is one (a commit's hot pages then lie together and come free together at the
+///   next commit, as a long run again), other pages from the lowest free run that fits.
+fn allocate_pages(
+    free: &mut FreeSpace,
+    page_count: &mut u64,
+    slack: u64,
+    n: u64,
+    hot: bool,
+) -> u64 {
     let extend = |page_count: &mut u64| {
         let p = *page_count;
         *page_count += n;
         p
     };
-    if let Some(p) = free.allocate_long(n) {
-        return p;
-    }
     if free.pages() < slack {
-        return extend(page_count);
+        return free.allocate_long(n).unwrap_or_else(|| extend(page_count));
     }
-    free.allocate(n).unwrap_or_else(|| extend(page_count))
+    hot.then(|| free.allocate_long(n))
+        .flatten()
+        .or_else(|| free.allocate(n))
+        .unwrap_or_else(|| extend(page_count))
 }
 
 /// The persisted free list: a full list, then a journal of changes, one entry per meta record
@@ -835,7 +851,8 @@ impl Inner {
         let slack = space.slack();
         let free = &mut space.free;
         let page_count = &mut space.page_count;
-        let mut alloc_run = |n: u64| -> u64 { allocate_pages(free, page_count, slack, n) };
+        let mut alloc_run =
+            |n: u64, hot: bool| -> u64 { allocate_pages(free, page_count, slack, n, hot) };
         let mut out_pages: Vec<(u64, SharedPage)> = Vec::new();
         let writes = WriteBatch::new();
         // If the commit fails from here on, its writes in flight must end before a later
@@ -848,7 +865,7 @@ impl Inner {
         let mut large_payloads = Vec::with_capacity(large.len());
         for (_, v) in &large {
             let pages = flat::extent_pages(v.len());
-            let pgno = alloc_run(pages);
+            let pgno = alloc_run(pages, false);
             let (extent, crc) = flat::build_extent(v, seq, pgno);
             stats.pages_written += pages;
             self.pager.submit_extent(pgno, Arc::new(extent), &writes);
@@ -897,7 +914,7 @@ impl Inner {
                     &flat_changes,
                 )?;
                 let mut pages = Vec::new();
-                let root = btree::write(flat.root, seq, &mut || alloc_run(1), &mut pages);
+                let root = btree::write(flat.root, seq, &mut |hot| alloc_run(1, hot), &mut pages);
                 let written = pages.len() as u64;
                 self.pager.submit_pages(pages, &writes);
                 Ok((root, flat.freed, written))
@@ -916,7 +933,7 @@ impl Inner {
         }
         freed.extend(flat_freed.iter().map(|p| (*p, 1)));
         stats.pages_written += flat_written;
-        let mut alloc_one = || alloc_run(1);
+        let mut alloc_one = |hot: bool| alloc_run(1, hot);
         lap(&mut stats.trie);
 
         // Trie pages (given their places in page order, then sealed side by side), then the
@@ -930,7 +947,13 @@ impl Inner {
                 freed.push((old.pgno, 1));
             }
             match page {
-                Some(p) => new_pages.push((id.table_key(), alloc_one(), p.into_page())),
+                Some(p) => {
+                    let page = p.into_page();
+                    // (Until sealed, the page's header holds the commit that wrote its last
+                    // version; zero for a new page.)
+                    let hot = seq.saturating_sub(page.seq()) <= HOT_AGE;
+                    new_pages.push((id.table_key(), alloc_one(hot), page));
+                }
                 None => table_changes.push((id.table_key(), None)),
             }
         }
@@ -1155,8 +1178,9 @@ impl Inner {
         pending: &mut Vec<(u64, Vec<(u64, u64)>)>,
         list: &mut ListState,
     ) -> Vec<(u64, SharedPage)> {
-        let take_page =
-            |free: &mut FreeSpace, page_count: &mut u64| allocate_pages(free, page_count, 0, 1);
+        let take_page = |free: &mut FreeSpace, page_count: &mut u64| {
+            allocate_pages(free, page_count, 0, 1, true)
+        };
         list.removed.extend(free.take_allocated());
         let journal_len = list.journal_pages.len() as u32;
         if journal_len < MAX_JOURNAL && Delta::fits(list.removed.len() + 1, list.added.len()) {

@@ -288,7 +288,8 @@ impl Clone for TriePage {
 impl TriePage {
     fn empty(count: u64) -> Self {
         let mut page = PageBuf::scratch();
-        page.bytes_mut()[HEADER_SIZE..COUNT_AT].fill(0);
+        // The header too: a zero sequence number says the page has no earlier version.
+        page.bytes_mut()[..COUNT_AT].fill(0);
         let mut p = TriePage { page };
         p.set_count(count);
         p
