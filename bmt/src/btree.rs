@@ -424,6 +424,12 @@ impl LeafWindows {
     }
 }
 
+/// Reads into the cache, level by level and many pages at a time, every page on the paths
+/// of sorted `keys`.
+pub fn prefetch_paths(pager: &Pager, root: Option<PageRef>, keys: &[Key]) -> Result<()> {
+    walk_levels(pager, root, keys, None, &mut |_, _, _, _| {})
+}
+
 /// The payloads stored under sorted, distinct `keys`, reading each page on their paths once,
 /// a level at a time and many pages at once.
 pub fn get_many(

@@ -41,6 +41,7 @@ use crate::pager::{Pager, WriteBatch};
 use crate::rollback::{LogOptions, LogState, ReverseDelta, RollbackLog};
 use crate::session::{Layer, Overlay, ReadSession, View, WriteSession, WriterGuard};
 use crate::trie::{self, NodeKind, PageId, TrieChange, TrieSource};
+use crate::warm::WarmUp;
 
 /// The name of the data file inside the database directory.
 pub const DATA_FILE: &str = "data.bmt";
@@ -306,6 +307,8 @@ pub(crate) struct Inner {
     pub(crate) metrics: Metrics,
     /// Whether a write session is open.
     pub(crate) writer_active: AtomicBool,
+    /// Reads ahead the pages of written keys (when `Options::warm_up` is on).
+    pub(crate) warm: WarmUp,
 }
 
 /// Changes to keys (`None`: a delete), in key order.
@@ -468,6 +471,7 @@ impl Inner {
             log: Mutex::new(log),
             metrics: Metrics::default(),
             writer_active: AtomicBool::new(false),
+            warm: WarmUp::default(),
         })
     }
 
@@ -502,6 +506,7 @@ impl Inner {
         self.check_handle_writes()?;
         self.metrics.write();
         self.overlay.lock().insert(key, Some(value.to_vec()));
+        self.warm.hint(key);
         Ok(())
     }
 
@@ -531,6 +536,7 @@ impl Inner {
         self.check_handle_writes()?;
         self.metrics.write();
         self.overlay.lock().insert(key, None);
+        self.warm.hint(key);
         Ok(())
     }
 
@@ -1128,6 +1134,26 @@ impl Inner {
         Ok(out)
     }
 
+    /// Pages read ahead into the cache so far.
+    pub(crate) fn pages_read_ahead(&self) -> u64 {
+        self.pager.counters.prefetched.load(Ordering::Relaxed)
+    }
+
+    /// Reads into the cache, many at a time, the pages a commit of sorted `keys` on `version`
+    /// would read first: the stored trie pages on their paths and the flat-store pages on
+    /// their paths and around them (see [`crate::warm`]).
+    pub(crate) fn read_ahead(&self, version: &Version, keys: &[Key]) -> Result<()> {
+        let paths = self.trie_paths(version, keys)?;
+        self.pager
+            .prefetch(&paths.refs, (PageKind::Trie, PageKind::Trie), |_, p| {
+                trie::validate_page(p)
+            })?;
+        let mut all: Vec<Key> = keys.iter().chain(&paths.range_ends).copied().collect();
+        all.sort_unstable();
+        all.dedup();
+        btree::prefetch_paths(&self.pager, version.flat_root, &all)
+    }
+
     /// Looks up, a layer at a time in the page table, the stored trie pages on the paths of
     /// sorted `keys`, and where each path's stored pages end, the range of flat-store keys the
     /// trie is rebuilt from there.
@@ -1370,6 +1396,7 @@ impl Inner {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        self.warm.stop();
         let result = if self.pager.check_poisoned().is_ok() {
             self.closed.store(false, Ordering::Release);
             let r = self.sync();
@@ -1723,9 +1750,12 @@ impl Nomt {
     /// data is scanned. A second open of the same directory, from this process or another,
     /// fails with [`Error::Locked`] while the first handle is open.
     pub fn open(options: Options) -> Result<Nomt> {
-        Ok(Nomt {
-            inner: Arc::new(Inner::open(options)?),
-        })
+        let warm_up = options.warm_up;
+        let inner = Arc::new(Inner::open(options)?);
+        if warm_up {
+            inner.warm.start(Arc::downgrade(&inner));
+        }
+        Ok(Nomt { inner })
     }
 
     /// The directory of the database.

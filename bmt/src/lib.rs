@@ -35,6 +35,7 @@ mod session;
 pub mod sim;
 mod trie;
 mod uring;
+mod warm;
 mod write_batch;
 
 pub use bmt_core::{Hash, Key, KeyError, MerkleProof, MultiProof, ValueHasher, Witness};

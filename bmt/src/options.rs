@@ -27,6 +27,7 @@ pub struct Options {
     pub(crate) rollback_dir: Option<PathBuf>,
     pub(crate) value_hasher: Arc<dyn ValueHasher>,
     pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) warm_up: bool,
 }
 
 impl fmt::Debug for Options {
@@ -46,6 +47,7 @@ impl fmt::Debug for Options {
             .field("rollback_dir", &self.rollback_dir)
             .field("value_hasher", &self.value_hasher.name())
             .field("storage", &self.storage)
+            .field("warm_up", &self.warm_up)
             .finish()
     }
 }
@@ -69,6 +71,7 @@ impl Options {
             rollback_dir: None,
             value_hasher: Arc::new(Blake2bValueHasher),
             storage: Arc::new(FileStorage::default()),
+            warm_up: false,
         }
     }
 
@@ -88,6 +91,16 @@ impl Options {
     /// (or close): the database then opens at the last synced commit.
     pub fn durable_commits(mut self, durable: bool) -> Self {
         self.durable_commits = durable;
+        self
+    }
+
+    /// Whether keys written on the handle or in a write session are handed to a thread that
+    /// reads the pages their commit will need into the page cache while the caller goes on
+    /// (default false). It pays off when the state is larger than the cache and writes are
+    /// staged for a while before the commit (a block's transactions); with everything
+    /// cached, it only costs the thread's lookups. Results are the same either way.
+    pub fn warm_up(mut self, on: bool) -> Self {
+        self.warm_up = on;
         self
     }
 

@@ -443,6 +443,7 @@ impl WriteSession {
         self.db.check_usable()?;
         self.db.metrics.write();
         self.changes.insert(key, Some(value.to_vec()));
+        self.db.warm.hint(key);
         self.cached = None;
         Ok(())
     }
@@ -453,6 +454,7 @@ impl WriteSession {
         self.db.check_usable()?;
         self.db.metrics.write();
         self.changes.insert(key, None);
+        self.db.warm.hint(key);
         self.cached = None;
         Ok(())
     }

@@ -426,3 +426,59 @@ fn free_list_journal_survives_reopens_and_space_is_reused() {
     // most (it grew by 2,000 pages' worth of writes).
     assert!(sizes[199] <= sizes[100] + 4 * 4096, "{:?}", &sizes[90..]);
 }
+
+#[test]
+fn warm_up_reads_the_pages_of_staged_writes_and_changes_nothing_else() {
+    let storage = Failing {
+        inner: MemStorage::new(),
+        fail: Arc::new(AtomicBool::new(false)),
+        bytes_read: Arc::new(AtomicU64::new(0)),
+    };
+    let options = Options::new("/db").storage(Arc::new(storage.clone()));
+    let mut model = std::collections::BTreeMap::new();
+    {
+        let db = Nomt::open(options.clone()).unwrap();
+        for i in 0..20_000u64 {
+            db.insert(key(i), i.to_le_bytes()).unwrap();
+            model.insert(key(i), i.to_le_bytes().to_vec());
+        }
+        db.commit().unwrap();
+    }
+    let warm = options.clone().warm_up(true);
+    for round in 0..3u64 {
+        // A fresh open: the page cache is empty.
+        let db = Nomt::open(warm.clone()).unwrap();
+        storage.bytes_read.store(0, Ordering::Relaxed);
+        for i in 0..500u64 {
+            let k = key((i * 37 + round * 1000) % 20_000);
+            db.insert(k, [round as u8; 40]).unwrap();
+            model.insert(k, vec![round as u8; 40]);
+        }
+        db.delete(key(round)).unwrap();
+        model.remove(&key(round));
+        // The warm-up thread reads the leaves and trie pages of those keys before any commit
+        // or read asks for them.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while storage.bytes_read.load(Ordering::Relaxed) < 100 * 4096 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "warm-up read {} bytes",
+                storage.bytes_read.load(Ordering::Relaxed)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let root = db.commit().unwrap().root();
+        let reference = ReferenceTrie::new(model.iter().map(|(k, v)| (*k, v.clone())));
+        assert_eq!(root, reference.root());
+        // Writes in a session are warmed up too.
+        let mut session = db.begin_write().unwrap();
+        session.insert(key(19_999), b"session").unwrap();
+        model.insert(key(19_999), b"session".to_vec());
+        session.prepare().unwrap().commit().unwrap();
+        // Dropping the handle releases the directory at once, warm-up thread or not.
+        drop(db);
+    }
+    let db = Nomt::open(options).unwrap();
+    let reference = ReferenceTrie::new(model.iter().map(|(k, v)| (*k, v.clone())));
+    assert_eq!(db.root(), reference.root());
+}

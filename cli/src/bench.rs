@@ -193,10 +193,12 @@ struct BmtEngine {
 
 impl BmtEngine {
     fn open(dir: &Path, cache_mb: u64, rollback: bool) -> Result<Self> {
+        // Warm-up as NOMT's driver has it (`Options::warm_up`, and a hint per write).
         let options = bmt::Options::new(dir)
             .page_cache_size(cache_mb << 20)
             .rollback(rollback)
-            .rollback_retained(100);
+            .rollback_retained(100)
+            .warm_up(true);
         let db = bmt::Nomt::open(options).with_context(|| format!("opening {}", dir.display()))?;
         Ok(BmtEngine {
             db,
@@ -398,9 +400,9 @@ fn orchestrate(args: &Args) -> Result<Status> {
     if !args.json {
         println!(
             "workload {:?}: 2^{} keys, {} operations per commit ({}% of writes insert new \
-             keys), caches {} MiB per engine; rollback log {} (both); NOMT: hash table of {} \
-             buckets (not preallocated), commit concurrency = cores, warm-up on; direct I/O \
-             (both)",
+             keys), caches {} MiB per engine; rollback log {} (both); warm-up of written keys \
+             on (both); NOMT: hash table of {} buckets (not preallocated), commit concurrency = \
+             cores; direct I/O (both)",
             args.workload,
             args.capacity,
             args.size,
