@@ -258,18 +258,41 @@ fn cmp_keys(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
 }
 
 fn branch_route(p: &PageBuf, key: &[u8]) -> usize {
-    // Number of separators ≤ key.
+    branch_route_within(p, key, 0, u64::MAX)
+}
+
+/// [`branch_route`] in a branch whose keys' first eight bytes lie in `lo..=hi`: guided
+/// like [`leaf_search_within`], then binary.
+fn branch_route_within(p: &PageBuf, key: &[u8], lo: u64, hi: u64) -> usize {
+    // The number of separators ≤ key: separators before `a` are ≤ key, from `b` on greater.
     let n = branch_len(p);
-    let (mut lo, mut hi) = (1usize, n);
-    while lo < hi {
-        let mid = (lo + hi) / 2;
-        if cmp_keys(branch_sep(p, mid), key).is_le() {
-            lo = mid + 1;
+    let (mut a, mut b) = (1usize, n);
+    let (mut lo, mut hi) = (lo, hi);
+    let k = head(key);
+    for _ in 0..3 {
+        if b <= a + 4 || !(lo..=hi).contains(&k) || hi - lo == u64::MAX {
+            break;
+        }
+        let span = u128::from(hi - lo) + 1;
+        let m = (a + (u128::from(k - lo) * (b - a) as u128 / span) as usize).min(b - 1);
+        let sep = branch_sep(p, m);
+        if cmp_keys(sep, key).is_le() {
+            a = m + 1;
+            lo = head(sep);
         } else {
-            hi = mid;
+            b = m;
+            hi = head(sep);
         }
     }
-    lo - 1
+    while a < b {
+        let mid = (a + b) / 2;
+        if cmp_keys(branch_sep(p, mid), key).is_le() {
+            a = mid + 1;
+        } else {
+            b = mid;
+        }
+    }
+    a - 1
 }
 
 /// Index of the first entry ≥ key, and whether it equals key.
@@ -344,7 +367,7 @@ pub fn get(pager: &Pager, root: Option<PageRef>, key: &Key) -> Result<Option<Pay
     loop {
         match read_node(pager, r)? {
             Node::Branch(p) => {
-                let i = branch_route(&p, &key.0);
+                let i = branch_route_within(&p, &key.0, lo, hi);
                 if i > 0 {
                     lo = head(branch_sep(&p, i));
                 }
@@ -1364,6 +1387,74 @@ mod tests {
                 ];
                 for (lo, hi) in bounds {
                     assert_eq!(leaf_search_within(&page, 0, &probe.0, lo, hi), binary);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn guided_route_finds_what_binary_search_finds() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for shape in 0..3 {
+            let mut seps: Vec<Key> = (0..94)
+                .map(|_| {
+                    let mut k = [0u8; KEY_LEN];
+                    let h = match shape {
+                        0 => next(),
+                        1 => 0x4000_0000_0000_0000 + next() % 500,
+                        _ => 9,
+                    };
+                    k[..8].copy_from_slice(&h.to_be_bytes());
+                    k[8..16].copy_from_slice(&next().to_be_bytes());
+                    Key(k)
+                })
+                .collect();
+            seps.sort();
+            seps.dedup();
+            let children: Vec<Child> = (0..=seps.len())
+                .map(|i| {
+                    Child::Clean(PageRef {
+                        pgno: 2 + i as u64,
+                        crc: 0,
+                    })
+                })
+                .collect();
+            let mut out = Vec::new();
+            let mut pgno = 1000;
+            write_child(
+                Child::Branch(Box::new(NewBranch {
+                    children,
+                    seps: seps.clone(),
+                })),
+                1,
+                &mut |_| {
+                    pgno += 1;
+                    pgno
+                },
+                &mut out,
+            );
+            let page = &out[0].1;
+            let (first, last) = (head(&seps[0].0), head(&seps[seps.len() - 1].0));
+            let mut probes = seps.clone();
+            for _ in 0..300 {
+                let mut k = seps[(next() % seps.len() as u64) as usize];
+                k.0[30] ^= 1 + (next() % 255) as u8;
+                probes.push(k);
+                let mut r = [0u8; KEY_LEN];
+                r[..8].copy_from_slice(&next().to_be_bytes());
+                probes.push(Key(r));
+            }
+            for probe in &probes {
+                let want = seps.partition_point(|s| s <= probe);
+                let bounds = [(0, u64::MAX), (first, last), (last, first), (5, 6)];
+                for (lo, hi) in bounds {
+                    assert_eq!(branch_route_within(page, &probe.0, lo, hi), want);
                 }
             }
         }
