@@ -591,6 +591,10 @@ pub struct Update<'a> {
     touched: HashMap<PageId, Touched>,
     /// New nodes at depth 6 computed beforehand (in parallel), by the top 6 key bits.
     precomputed: HashMap<usize, NodeKind>,
+    /// Buffers of `merged_leaves`, kept from call to call.
+    scratch_keys: Vec<Key>,
+    scratch_nodes: Vec<bmt_core::EncodedNode>,
+    scratch_hashes: Vec<Hash>,
 }
 
 /// Batches at least this large update the 64 subtries below the top page in parallel.
@@ -613,6 +617,9 @@ impl<'a> Update<'a> {
             threshold: threshold as u64,
             touched,
             precomputed,
+            scratch_keys: Vec::new(),
+            scratch_nodes: Vec::new(),
+            scratch_hashes: Vec::new(),
         };
         let (touched, precomputed) = if root_stored
             && matches!(root, NodeKind::Branch(_))
@@ -895,21 +902,33 @@ impl<'a> Update<'a> {
         depth: usize,
         changes: &[TrieChange],
     ) -> Result<Vec<(Key, Hash)>> {
-        let mut old = scan_leaves(self.src, &mut self.cursor, key, depth)?;
-        // Leaves a change replaces or deletes need no hash.
+        // The leaves under the position that no change replaces or deletes (those need no
+        // hash), encoded for hashing side by side; buffers kept from call to call.
+        let (lo, hi) = (key.prefix(depth), key.prefix_end(depth));
+        let mut keys = std::mem::take(&mut self.scratch_keys);
+        let mut encoded = std::mem::take(&mut self.scratch_nodes);
+        keys.clear();
+        encoded.clear();
         let mut j = 0;
-        old.retain(|(k, _)| {
-            j += changes[j..].partition_point(|c| c.key < *k);
-            changes.get(j).is_none_or(|c| c.key != *k)
-        });
-        let encoded: Vec<_> = old
-            .iter()
-            .map(|(k, v)| LeafNode { key: *k, value: *v }.encode())
-            .collect();
-        let mut hashes = vec![Hash::ZERO; encoded.len()];
+        self.src.scan(&mut self.cursor, &lo, &hi, &mut |k, v| {
+            while changes.get(j).is_some_and(|c| c.key < *k) {
+                j += 1;
+            }
+            if changes.get(j).is_none_or(|c| c.key != *k) {
+                keys.push(*k);
+                encoded.push(LeafNode { key: *k, value: v }.encode());
+            }
+            Ok(true)
+        })?;
+        let mut hashes = std::mem::take(&mut self.scratch_hashes);
+        hashes.clear();
+        hashes.resize(encoded.len(), Hash::ZERO);
         blake2b_256_many(&encoded, &mut hashes);
-        let old: Vec<(Key, Hash)> = old.iter().map(|(k, _)| *k).zip(hashes).collect();
-        Ok(merge_changes(&old, changes))
+        let merged = merge_sorted(&keys, &hashes, changes);
+        self.scratch_keys = keys;
+        self.scratch_nodes = encoded;
+        self.scratch_hashes = hashes;
+        Ok(merged)
     }
 
     /// Builds from nothing the subtrie of `leaves` at a page top (`key`, `depth`), storing a
@@ -1016,6 +1035,24 @@ fn child_indices(key: &Key, top: usize, depth: usize) -> (usize, usize) {
 
 fn raw_stored_bits(page: &PageBuf) -> u64 {
     u64::from_le_bytes(page.bytes()[STORED_AT..COUNT_AT].try_into().expect("8"))
+}
+
+/// Merges sorted keys with their leaf hashes (none of them changed) and sorted changes.
+fn merge_sorted(keys: &[Key], hashes: &[Hash], changes: &[TrieChange]) -> Vec<(Key, Hash)> {
+    let mut out = Vec::with_capacity(keys.len() + changes.len());
+    let (mut i, mut j) = (0, 0);
+    while i < keys.len() || j < changes.len() {
+        if j == changes.len() || (i < keys.len() && keys[i] < changes[j].key) {
+            out.push((keys[i], hashes[i]));
+            i += 1;
+        } else {
+            if let Some(h) = changes[j].leaf {
+                out.push((changes[j].key, h));
+            }
+            j += 1;
+        }
+    }
+    out
 }
 
 /// Merges sorted (key, leaf hash) pairs with sorted changes.
