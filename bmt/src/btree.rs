@@ -262,37 +262,11 @@ fn branch_route(p: &PageBuf, key: &[u8]) -> usize {
 }
 
 /// [`branch_route`] in a branch whose keys' first eight bytes lie in `lo..=hi`: guided
-/// like [`leaf_search_within`], then binary.
+/// like [`leaf_search_within`].
 fn branch_route_within(p: &PageBuf, key: &[u8], lo: u64, hi: u64) -> usize {
-    // The number of separators ≤ key: separators before `a` are ≤ key, from `b` on greater.
-    let n = branch_len(p);
-    let (mut a, mut b) = (1usize, n);
-    let (mut lo, mut hi) = (lo, hi);
-    let k = head(key);
-    for _ in 0..3 {
-        if b <= a + 4 || !(lo..=hi).contains(&k) || hi - lo == u64::MAX {
-            break;
-        }
-        let span = u128::from(hi - lo) + 1;
-        let m = (a + (u128::from(k - lo) * (b - a) as u128 / span) as usize).min(b - 1);
-        let sep = branch_sep(p, m);
-        if cmp_keys(sep, key).is_le() {
-            a = m + 1;
-            lo = head(sep);
-        } else {
-            b = m;
-            hi = head(sep);
-        }
-    }
-    while a < b {
-        let mid = (a + b) / 2;
-        if cmp_keys(branch_sep(p, mid), key).is_le() {
-            a = mid + 1;
-        } else {
-            b = mid;
-        }
-    }
-    a - 1
+    // The number of separators ≤ key (separator `i` is at index `i`, from 1).
+    let (after, _) = guided_search(1, branch_len(p), key, lo, hi, false, |i| branch_sep(p, i));
+    after - 1
 }
 
 /// Index of the first entry ≥ key, and whether it equals key.
@@ -311,41 +285,60 @@ fn head(key: &[u8]) -> u64 {
 }
 
 /// [`leaf_search_from`] in a leaf whose keys' first eight bytes lie in `lo..=hi` (the
-/// parent's separators). State keys are hashes, spread evenly, so the key's place is guessed
-/// from where it falls in that range, and each guess narrows the range: a few probes of the
-/// page, each a likely cache miss, instead of a binary search's six. After three guesses (or
-/// with no useful bounds) the search is binary, so that chosen keys cannot slow it by more.
+/// parent's separators).
 fn leaf_search_within(p: &PageBuf, from: usize, key: &[u8], lo: u64, hi: u64) -> (usize, bool) {
-    let (mut a, mut b) = (from, leaf_len(p));
-    let (mut lo, mut hi) = (lo, hi);
+    guided_search(from, leaf_len(p), key, lo, hi, true, |i| leaf_key(p, i))
+}
+
+/// The first index in `a..b` whose key (`key_at`) is greater than `key` (or, with `stop_at_equal`,
+/// not less than it, and whether it equals it), the keys being sorted and their first eight
+/// bytes within `lo..=hi`. State keys are hashes, spread evenly, so the index is guessed from
+/// where `key` falls in that range, and each guess narrows the range: a few probes of the
+/// page, each a likely cache miss, instead of a binary search's six or seven. After three
+/// guesses (or with no useful bounds) the search is binary, so that chosen keys cannot slow it
+/// by more than three probes.
+fn guided_search<'p>(
+    mut a: usize,
+    mut b: usize,
+    key: &[u8],
+    mut lo: u64,
+    mut hi: u64,
+    stop_at_equal: bool,
+    key_at: impl Fn(usize) -> &'p [u8],
+) -> (usize, bool) {
+    use std::cmp::Ordering;
     let k = head(key);
-    // Entries before `a` are less than `key`, entries from `b` on greater.
+    // Keys before `a` are on the left of `key`, keys from `b` on its right.
+    let step = |m: usize, a: &mut usize, b: &mut usize| -> Option<(u64, bool)> {
+        let at = key_at(m);
+        match cmp_keys(at, key) {
+            Ordering::Equal if stop_at_equal => None,
+            Ordering::Less | Ordering::Equal => {
+                *a = m + 1;
+                Some((head(at), true))
+            }
+            Ordering::Greater => {
+                *b = m;
+                Some((head(at), false))
+            }
+        }
+    };
     for _ in 0..3 {
-        if b - a <= 4 || !(lo..=hi).contains(&k) || hi - lo == u64::MAX {
+        if b <= a + 4 || !(lo..=hi).contains(&k) || hi - lo == u64::MAX {
             break;
         }
         let span = u128::from(hi - lo) + 1;
-        let guess = a + (u128::from(k - lo) * (b - a) as u128 / span) as usize;
-        let m = guess.min(b - 1);
-        let at = leaf_key(p, m);
-        match cmp_keys(at, key) {
-            std::cmp::Ordering::Equal => return (m, true),
-            std::cmp::Ordering::Less => {
-                a = m + 1;
-                lo = head(at);
-            }
-            std::cmp::Ordering::Greater => {
-                b = m;
-                hi = head(at);
-            }
+        let m = (a + (u128::from(k - lo) * (b - a) as u128 / span) as usize).min(b - 1);
+        match step(m, &mut a, &mut b) {
+            None => return (m, true),
+            Some((h, true)) => lo = h,
+            Some((h, false)) => hi = h,
         }
     }
     while a < b {
-        let mid = (a + b) / 2;
-        match cmp_keys(leaf_key(p, mid), key) {
-            std::cmp::Ordering::Less => a = mid + 1,
-            std::cmp::Ordering::Equal => return (mid, true),
-            std::cmp::Ordering::Greater => b = mid,
+        let m = (a + b) / 2;
+        if step(m, &mut a, &mut b).is_none() {
+            return (m, true);
         }
     }
     (a, false)
@@ -1333,51 +1326,64 @@ mod tests {
         assert!(root.is_none());
     }
 
-    #[test]
-    fn guided_search_finds_what_binary_search_finds() {
-        // Keys spread evenly, clustered, and sharing their first eight bytes; bounds right,
-        // wrong and absent: the result is always the binary search's.
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = || {
+    /// A xorshift generator for the search tests.
+    fn generator(seed: u64) -> impl FnMut() -> u64 {
+        let mut x = seed;
+        move || {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             x
-        };
+        }
+    }
+
+    /// Up to `n` sorted distinct keys whose first eight bytes are spread evenly (shape 0),
+    /// clustered (1) or all equal (2), and probes: the keys, keys next to them, random keys.
+    fn keys_and_probes(
+        shape: u32,
+        n: usize,
+        next: &mut impl FnMut() -> u64,
+    ) -> (Vec<Key>, Vec<Key>) {
+        let mut keys: Vec<Key> = (0..n)
+            .map(|_| {
+                let mut k = [0u8; KEY_LEN];
+                let h = match shape {
+                    0 => next(),
+                    1 => 0x4000_0000_0000_0000 + next() % 700,
+                    _ => 7,
+                };
+                k[..8].copy_from_slice(&h.to_be_bytes());
+                k[8..16].copy_from_slice(&next().to_be_bytes());
+                Key(k)
+            })
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let mut probes: Vec<Key> = keys.clone();
+        for _ in 0..250 {
+            let mut k = keys[(next() % keys.len() as u64) as usize];
+            k.0[30] ^= 1 + (next() % 255) as u8;
+            probes.push(k);
+            let mut r = [0u8; KEY_LEN];
+            r[..8].copy_from_slice(&next().to_be_bytes());
+            probes.push(Key(r));
+        }
+        (keys, probes)
+    }
+
+    #[test]
+    fn guided_search_finds_what_binary_search_finds() {
+        // Keys spread evenly, clustered, and sharing their first eight bytes; bounds right,
+        // wrong and absent: the result is always the binary search's.
+        let mut next = generator(0x2545_F491_4F6C_DD1D);
         for shape in 0..3 {
-            let mut keys: Vec<Key> = (0..90)
-                .map(|_| {
-                    let mut k = [0u8; KEY_LEN];
-                    let h = match shape {
-                        0 => next(),
-                        1 => 0x4000_0000_0000_0000 + next() % 1000,
-                        _ => 7,
-                    };
-                    k[..8].copy_from_slice(&h.to_be_bytes());
-                    k[8..16].copy_from_slice(&next().to_be_bytes());
-                    Key(k)
-                })
-                .collect();
-            keys.sort();
-            keys.dedup();
+            let (keys, probes) = keys_and_probes(shape, 90, &mut next);
             let entries: Vec<(&[u8], &[u8])> = keys.iter().map(|k| (&k.0[..], &b"v"[..])).collect();
             let page = build_leaf(&entries);
-            let mut probes: Vec<Key> = keys.clone();
-            for _ in 0..200 {
-                let mut k = keys[(next() % keys.len() as u64) as usize];
-                k.0[30] ^= 1 + (next() % 255) as u8;
-                probes.push(k);
-                let mut r = [0u8; KEY_LEN];
-                r[..8].copy_from_slice(&next().to_be_bytes());
-                probes.push(Key(r));
-            }
-            let first = head(&keys[0].0);
-            let last = head(&keys[keys.len() - 1].0);
+            let (first, last) = (head(&keys[0].0), head(&keys[keys.len() - 1].0));
             for probe in &probes {
-                let binary = {
-                    let i = keys.partition_point(|k| k < probe);
-                    (i, keys.get(i) == Some(probe))
-                };
+                let i = keys.partition_point(|k| k < probe);
+                let binary = (i, keys.get(i) == Some(probe));
                 let bounds = [
                     (0, u64::MAX),
                     (first, last),
@@ -1394,29 +1400,9 @@ mod tests {
 
     #[test]
     fn guided_route_finds_what_binary_search_finds() {
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = generator(0x9E37_79B9_7F4A_7C15);
         for shape in 0..3 {
-            let mut seps: Vec<Key> = (0..94)
-                .map(|_| {
-                    let mut k = [0u8; KEY_LEN];
-                    let h = match shape {
-                        0 => next(),
-                        1 => 0x4000_0000_0000_0000 + next() % 500,
-                        _ => 9,
-                    };
-                    k[..8].copy_from_slice(&h.to_be_bytes());
-                    k[8..16].copy_from_slice(&next().to_be_bytes());
-                    Key(k)
-                })
-                .collect();
-            seps.sort();
-            seps.dedup();
+            let (seps, probes) = keys_and_probes(shape, BRANCH_MAX - 1, &mut next);
             let children: Vec<Child> = (0..=seps.len())
                 .map(|i| {
                     Child::Clean(PageRef {
@@ -1427,29 +1413,17 @@ mod tests {
                 .collect();
             let mut out = Vec::new();
             let mut pgno = 1000;
-            write_child(
-                Child::Branch(Box::new(NewBranch {
-                    children,
-                    seps: seps.clone(),
-                })),
-                1,
-                &mut |_| {
-                    pgno += 1;
-                    pgno
-                },
-                &mut out,
-            );
+            let branch = Child::Branch(Box::new(NewBranch {
+                children,
+                seps: seps.clone(),
+            }));
+            let mut allocate = |_| {
+                pgno += 1;
+                pgno
+            };
+            write_child(branch, 1, &mut allocate, &mut out);
             let page = &out[0].1;
             let (first, last) = (head(&seps[0].0), head(&seps[seps.len() - 1].0));
-            let mut probes = seps.clone();
-            for _ in 0..300 {
-                let mut k = seps[(next() % seps.len() as u64) as usize];
-                k.0[30] ^= 1 + (next() % 255) as u8;
-                probes.push(k);
-                let mut r = [0u8; KEY_LEN];
-                r[..8].copy_from_slice(&next().to_be_bytes());
-                probes.push(Key(r));
-            }
             for probe in &probes {
                 let want = seps.partition_point(|s| s <= probe);
                 let bounds = [(0, u64::MAX), (first, last), (last, first), (5, 6)];

@@ -224,6 +224,17 @@ struct Failing {
     bytes_read: Arc<AtomicU64>,
 }
 
+impl Failing {
+    /// In-memory files, not failing yet, with nothing read.
+    fn new() -> Self {
+        Failing {
+            inner: MemStorage::new(),
+            fail: Arc::new(AtomicBool::new(false)),
+            bytes_read: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct FailingFile {
     inner: Arc<dyn StorageFile>,
@@ -287,11 +298,7 @@ impl Storage for Failing {
 
 #[test]
 fn an_io_error_poisons_the_handle_and_reopen_recovers() {
-    let storage = Failing {
-        inner: MemStorage::new(),
-        fail: Arc::new(AtomicBool::new(false)),
-        bytes_read: Arc::new(AtomicU64::new(0)),
-    };
+    let storage = Failing::new();
     let options = Options::new("/db").storage(Arc::new(storage.clone()));
     let db = Nomt::open(options.clone()).unwrap();
     for i in 0..100 {
@@ -354,11 +361,7 @@ fn deferred_durability_is_atomic_at_the_last_sync() {
 
 #[test]
 fn opening_a_million_keys_reads_no_data() {
-    let storage = Failing {
-        inner: MemStorage::new(),
-        fail: Arc::new(AtomicBool::new(false)),
-        bytes_read: Arc::new(AtomicU64::new(0)),
-    };
+    let storage = Failing::new();
     let options = Options::new("/db").storage(Arc::new(storage.clone()));
     let root = {
         let db = Nomt::open(options.clone()).unwrap();
@@ -429,11 +432,7 @@ fn free_list_journal_survives_reopens_and_space_is_reused() {
 
 #[test]
 fn warm_up_reads_the_pages_of_staged_writes_and_changes_nothing_else() {
-    let storage = Failing {
-        inner: MemStorage::new(),
-        fail: Arc::new(AtomicBool::new(false)),
-        bytes_read: Arc::new(AtomicU64::new(0)),
-    };
+    let storage = Failing::new();
     let options = Options::new("/db").storage(Arc::new(storage.clone()));
     let mut model = std::collections::BTreeMap::new();
     {
