@@ -265,7 +265,15 @@ fn branch_route(p: &PageBuf, key: &[u8]) -> usize {
 /// like [`leaf_search_within`].
 fn branch_route_within(p: &PageBuf, key: &[u8], lo: u64, hi: u64) -> usize {
     // The number of separators ≤ key (separator `i` is at index `i`, from 1).
-    let (after, _) = guided_search(1, branch_len(p), key, lo, hi, false, |i| branch_sep(p, i));
+    let n = branch_len(p);
+    // The separators and child references next to the first guess, loaded together.
+    let around = |m: usize| {
+        let sep = HEADER_SIZE + PAGE_REF_SIZE * n + KEY_LEN * (m - 1);
+        p.prefetch(sep.saturating_sub(KEY_LEN)..sep + 2 * KEY_LEN);
+        let child = HEADER_SIZE + PAGE_REF_SIZE * m;
+        p.prefetch(child - PAGE_REF_SIZE..child + PAGE_REF_SIZE);
+    };
+    let (after, _) = guided_search(1, n, key, (lo, hi), false, around, |i| branch_sep(p, i));
     after - 1
 }
 
@@ -287,7 +295,15 @@ fn head(key: &[u8]) -> u64 {
 /// [`leaf_search_from`] in a leaf whose keys' first eight bytes lie in `lo..=hi` (the
 /// parent's separators).
 fn leaf_search_within(p: &PageBuf, from: usize, key: &[u8], lo: u64, hi: u64) -> (usize, bool) {
-    guided_search(from, leaf_len(p), key, lo, hi, true, |i| leaf_key(p, i))
+    // The entries next to the first guess (keys and, for a hit, the payload after the key),
+    // loaded together.
+    let around = |m: usize| {
+        let at = u16_at(p.bytes(), HEADER_SIZE + 2 * m);
+        p.prefetch(at.saturating_sub(64)..at + 128);
+    };
+    guided_search(from, leaf_len(p), key, (lo, hi), true, around, |i| {
+        leaf_key(p, i)
+    })
 }
 
 /// The first index in `a..b` whose key (`key_at`) is greater than `key` (or, with `stop_at_equal`,
@@ -296,14 +312,15 @@ fn leaf_search_within(p: &PageBuf, from: usize, key: &[u8], lo: u64, hi: u64) ->
 /// where `key` falls in that range, and each guess narrows the range: a few probes of the
 /// page, each a likely cache miss, instead of a binary search's six or seven. After three
 /// guesses (or with no useful bounds) the search is binary, so that chosen keys cannot slow it
-/// by more than three probes.
+/// by more than three probes. `prefetch_around` is called with the first guess before it is
+/// probed, to start loading its neighbours too (the next probes are usually among them).
 fn guided_search<'p>(
     mut a: usize,
     mut b: usize,
     key: &[u8],
-    mut lo: u64,
-    mut hi: u64,
+    (mut lo, mut hi): (u64, u64),
     stop_at_equal: bool,
+    prefetch_around: impl Fn(usize),
     key_at: impl Fn(usize) -> &'p [u8],
 ) -> (usize, bool) {
     use std::cmp::Ordering;
@@ -323,12 +340,15 @@ fn guided_search<'p>(
             }
         }
     };
-    for _ in 0..3 {
+    for guess in 0..3 {
         if b <= a + 4 || !(lo..=hi).contains(&k) || hi - lo == u64::MAX {
             break;
         }
         let span = u128::from(hi - lo) + 1;
         let m = (a + (u128::from(k - lo) * (b - a) as u128 / span) as usize).min(b - 1);
+        if guess == 0 {
+            prefetch_around(m);
+        }
         match step(m, &mut a, &mut b) {
             None => return (m, true),
             Some((h, true)) => lo = h,
