@@ -556,11 +556,18 @@ impl Inner {
     }
 
     pub(crate) fn get_committed(&self, version: &Version, key: &Key) -> Result<Option<Vec<u8>>> {
-        let Some(payload) = btree::get(&self.pager, version.flat_root, key)? else {
-            return Ok(None);
-        };
-        let entry = self.decode_entry(payload.bytes())?;
-        Ok(Some(self.entry_value(&entry)?))
+        // An inline value is copied out of the cached leaf; an overflow value is read after.
+        let found = btree::get_with(&self.pager, version.flat_root, key, |payload| {
+            self.decode_entry(payload).map(|entry| match entry {
+                Entry::Inline { value, .. } => Ok(value.to_vec()),
+                Entry::Overflow(o) => Err(o),
+            })
+        })?;
+        match found.transpose()? {
+            None => Ok(None),
+            Some(Ok(value)) => Ok(Some(value)),
+            Some(Err(overflow)) => Ok(Some(self.entry_value(&Entry::Overflow(overflow))?)),
+        }
     }
 
     pub(crate) fn decode_entry<'p>(&self, payload: &'p [u8]) -> Result<Entry<'p>> {

@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 mod btree;
+mod cache;
 mod check;
 mod db;
 mod error;

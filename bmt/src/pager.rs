@@ -12,6 +12,7 @@ use std::sync::mpsc;
 
 use parking_lot::Mutex;
 
+use crate::cache::PageCache;
 use crate::meta::Written;
 pub use crate::write_batch::WriteBatch;
 
@@ -72,13 +73,7 @@ impl Pager {
             written: Mutex::new(None),
             file,
             path: path.to_path_buf(),
-            cache: Arc::new(quick_cache::sync::Cache::with(
-                items,
-                items as u64,
-                quick_cache::UnitWeighter,
-                quick_cache::DefaultHashBuilder::default(),
-                Recycle,
-            )),
+            cache: Arc::new(PageCache::new(items)),
             poisoned,
             // A real file without io_uring gets many threads, to keep the disk's queue full;
             // storage without a file descriptor (memory, simulations) needs only a few.
@@ -134,7 +129,7 @@ impl Pager {
         kind: PageKind,
         validate: impl Fn(&PageBuf) -> Result<(), String>,
     ) -> Result<SharedPage> {
-        if let Some(page) = self.cache.get(&r.pgno) {
+        if let Some(page) = self.cache.get(r.pgno) {
             self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
             if page.stored_crc() == r.crc && page.bytes()[4] == kind as u8 {
                 return Ok(page);
@@ -149,7 +144,7 @@ impl Pager {
         let page = self.read_uncached(r.pgno, kind, Some(r.crc))?;
         validate(&page).map_err(|e| self.corrupted(r.pgno, format!("{kind:?} page: {e}")))?;
         let page: SharedPage = Arc::new(page);
-        self.cache.insert(r.pgno, page.clone());
+        cache_insert(&self.cache, r.pgno, page.clone());
         Ok(page)
     }
 
@@ -162,7 +157,7 @@ impl Pager {
         b: PageKind,
         validate: impl Fn(PageKind, &PageBuf) -> Result<(), String>,
     ) -> Result<SharedPage> {
-        if let Some(page) = self.cache.get(&r.pgno) {
+        if let Some(page) = self.cache.get(r.pgno) {
             // The header with what follows it (a leaf's offsets), loaded together.
             page.prefetch(0..192);
             self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
@@ -189,8 +184,34 @@ impl Pager {
             .map_err(|e| self.corrupted(r.pgno, format!("{kind:?} page: {e}")))?;
         validate(kind, &page).map_err(|e| self.corrupted(r.pgno, format!("{kind:?} page: {e}")))?;
         let page: SharedPage = Arc::new(page);
-        self.cache.insert(r.pgno, page.clone());
+        cache_insert(&self.cache, r.pgno, page.clone());
         Ok(page)
+    }
+
+    /// Calls `f` with the page `r` points to, checked as by [`Pager::read_either`]. A cached
+    /// page is lent under the cache's lock, without cloning its reference (see
+    /// [`crate::cache`]): `f` must be short and must not use the pager.
+    pub fn visit_either<R>(
+        &self,
+        r: PageRef,
+        a: PageKind,
+        b: PageKind,
+        validate: impl Fn(PageKind, &PageBuf) -> Result<(), String>,
+        f: impl Fn(&PageBuf) -> R,
+    ) -> Result<R> {
+        let hit = self.cache.with(r.pgno, |page| {
+            // The header with what follows it (a leaf's offsets), loaded together.
+            page.prefetch(0..192);
+            let k = page.bytes()[4];
+            (page.stored_crc() == r.crc && (k == a as u8 || k == b as u8)).then(|| f(page))
+        });
+        if let Some(Some(out)) = hit {
+            self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(out);
+        }
+        // Not cached, or cached but not matching `r` (which the full read reports precisely).
+        let page = self.read_either(r, a, b, validate)?;
+        Ok(f(&page))
     }
 
     /// Reads and checks page `pgno` without the cache (meta slots, recovery).
@@ -272,7 +293,7 @@ impl Pager {
         }
         const MAX_RUN: usize = 256;
         for (pgno, page) in &pages {
-            self.cache.insert(*pgno, page.clone());
+            cache_insert(&self.cache, *pgno, page.clone());
         }
         let mut run: Vec<SharedPage> = Vec::new();
         let mut start = 0u64;
@@ -434,10 +455,10 @@ impl Pager {
         kinds: (PageKind, PageKind),
         validate: fn(PageKind, &PageBuf) -> Result<(), String>,
     ) -> Result<()> {
-        let budget = (self.cache.capacity() / 2) as usize;
+        let budget = self.cache.capacity() / 2;
         let mut missing: Vec<PageRef> = refs
             .iter()
-            .filter(|r| self.cache.peek(&r.pgno).is_none())
+            .filter(|r| !self.cache.contains(r.pgno))
             .copied()
             .collect();
         missing.sort_unstable_by_key(|r| r.pgno);
@@ -483,7 +504,7 @@ impl Pager {
         let mut out: Vec<Option<SharedPage>> = Vec::with_capacity(refs.len());
         let mut missing: Vec<PageRef> = Vec::new();
         for r in refs {
-            let hit = self.cache.get(&r.pgno).filter(|p| {
+            let hit = self.cache.get(r.pgno).filter(|p| {
                 let k = p.bytes()[4];
                 p.stored_crc() == r.crc && (k == a as u8 || k == b as u8)
             });
@@ -548,37 +569,23 @@ impl Pager {
 
     /// Drops a page from the cache (when it is freed).
     pub fn forget(&self, pgno: u64) {
-        if let Some((_, page)) = self.cache.remove(&pgno) {
+        if let Some(page) = self.cache.remove(pgno) {
             recycle(page);
         }
     }
 }
 
-/// The page cache: pages by page number, a fixed number of them.
-type PageCache = quick_cache::sync::Cache<
-    u64,
-    SharedPage,
-    quick_cache::UnitWeighter,
-    quick_cache::DefaultHashBuilder,
-    Recycle,
->;
+/// Caches a page, recycling the buffers of the pages that leave the cache.
+fn cache_insert(cache: &PageCache, pgno: u64, page: SharedPage) {
+    for old in cache.insert(pgno, page) {
+        recycle(old);
+    }
+}
 
 /// Recycles the buffer of a page leaving the cache, when nothing else holds it.
 fn recycle(page: SharedPage) {
     if let Ok(page) = Arc::try_unwrap(page) {
         PageBuf::recycle(page);
-    }
-}
-
-/// The cache's eviction hook: evicted pages go back to the buffer pool.
-#[derive(Debug, Clone, Copy, Default)]
-struct Recycle;
-
-impl quick_cache::Lifecycle<u64, SharedPage> for Recycle {
-    type RequestState = ();
-
-    fn on_evict(&self, _state: &mut (), _key: u64, page: SharedPage) {
-        recycle(page);
     }
 }
 
@@ -628,7 +635,7 @@ impl Read {
         if page::verify(page.bytes(), kind, r.pgno, Some(r.crc)).is_ok()
             && (self.validate)(kind, &page).is_ok()
         {
-            self.cache.insert(r.pgno, Arc::new(page));
+            cache_insert(&self.cache, r.pgno, Arc::new(page));
         }
     }
 }
