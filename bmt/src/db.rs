@@ -34,7 +34,7 @@ use crate::flat::{self, Entry};
 use crate::freelist::{Delta, FreeSpace};
 use crate::io::{DirLock, Storage};
 use crate::meta::{LogRecordRef, MAX_JOURNAL, Meta, MetaError, OneSync};
-use crate::metrics::Metrics;
+use crate::metrics::{IoStats, Metrics};
 use crate::options::Options;
 use crate::page::{PAGE_REF_SIZE, PageBuf, PageKind, PageRef, SharedPage};
 use crate::pager::{Pager, WriteBatch};
@@ -1883,6 +1883,13 @@ impl Nomt {
     /// The live counters of this handle.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// The data file's I/O so far: page-cache hits and misses, pages read ahead, bytes read
+    /// and written, syncs. Take two snapshots and subtract to measure a span (a commit, a
+    /// benchmark run); [`Metrics::reset`] does not reset these.
+    pub fn io_stats(&self) -> IoStats {
+        self.inner.pager.counters.snapshot()
     }
 
     /// A read-only snapshot of the current committed state (the same as

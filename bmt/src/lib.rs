@@ -43,7 +43,7 @@ pub use bmt_core::{Hash, Key, KeyError, MerkleProof, MultiProof, ValueHasher, Wi
 pub use check::{CheckProgress, CheckReport, CheckStage};
 pub use db::{CommitStats, FinishedSession, IntoKey, Nomt};
 pub use error::{Error, Result};
-pub use metrics::{LatencyHistogram, Metrics};
+pub use metrics::{IoStats, LatencyHistogram, Metrics};
 pub use options::Options;
 pub use session::{Overlay, PreparedSession, ReadSession, WriteSession};
 

@@ -200,3 +200,34 @@ mod tests {
         assert_eq!((m.reads(), m.commit_latency().count()), (0, 0));
     }
 }
+
+/// The data file's I/O since the handle opened (a snapshot: see [`crate::Nomt::io_stats`]).
+/// The page counts cover the data file only; the rollback log and the free-list journal are
+/// separate files.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoStats {
+    /// Page reads answered by the page cache.
+    pub page_cache_hits: u64,
+    /// Page reads that had to go to the file one at a time (cache misses).
+    pub page_cache_misses: u64,
+    /// Pages read into the cache ahead of use, many at a time (commits, warm-up).
+    pub pages_read_ahead: u64,
+    /// Bytes read from the file by single reads and overflow extents (not read-ahead).
+    pub bytes_read: u64,
+    /// Bytes written to the data file.
+    pub bytes_written: u64,
+    /// `fdatasync` calls on the data file.
+    pub data_syncs: u64,
+}
+
+impl IoStats {
+    /// The share of page reads the cache answered (1 when there were none).
+    pub fn page_cache_hit_ratio(&self) -> f64 {
+        let all = self.page_cache_hits + self.page_cache_misses + self.pages_read_ahead;
+        if all == 0 {
+            1.0
+        } else {
+            self.page_cache_hits as f64 / all as f64
+        }
+    }
+}

@@ -41,6 +41,21 @@ pub struct IoCounters {
     pub prefetched: AtomicU64,
 }
 
+impl IoCounters {
+    /// A snapshot of the counters.
+    pub fn snapshot(&self) -> crate::metrics::IoStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        crate::metrics::IoStats {
+            page_cache_hits: get(&self.cache_hits),
+            page_cache_misses: get(&self.cache_misses),
+            pages_read_ahead: get(&self.prefetched),
+            bytes_read: get(&self.bytes_read),
+            bytes_written: get(&self.bytes_written),
+            data_syncs: get(&self.syncs),
+        }
+    }
+}
+
 /// The data file with its page cache.
 #[derive(Debug)]
 pub struct Pager {

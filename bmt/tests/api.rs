@@ -481,3 +481,44 @@ fn warm_up_reads_the_pages_of_staged_writes_and_changes_nothing_else() {
     let reference = ReferenceTrie::new(model.iter().map(|(k, v)| (*k, v.clone())));
     assert_eq!(db.root(), reference.root());
 }
+
+#[test]
+fn io_stats_count_cache_hits_misses_and_the_bytes_that_reached_the_file() {
+    // A cache far smaller than the data: reads go to the file, and each counts once.
+    let storage = Failing::new();
+    let options = Options::new("/db")
+        .storage(Arc::new(storage.clone()))
+        .page_cache_size(64 * 4096);
+    {
+        let db = Nomt::open(options.clone()).unwrap();
+        for i in 0..20_000u64 {
+            db.insert(key(i), i.to_le_bytes()).unwrap();
+        }
+        db.commit().unwrap();
+        let after_commit = db.io_stats();
+        assert!(after_commit.bytes_written >= 100 * 4096);
+        assert!(after_commit.data_syncs >= 1);
+    }
+    let db = Nomt::open(options).unwrap();
+    let before = db.io_stats();
+    let file_before = storage.bytes_read.load(Ordering::Relaxed);
+    for i in (0..20_000u64).step_by(97) {
+        assert_eq!(db.get(key(i)).unwrap(), Some(i.to_le_bytes().to_vec()));
+    }
+    let after = db.io_stats();
+    let misses = after.page_cache_misses - before.page_cache_misses;
+    let hits = after.page_cache_hits - before.page_cache_hits;
+    assert!(misses > 50, "{misses} misses");
+    assert!(hits > 0, "the upper pages of the tree are hits");
+    // Every single read is one page, and the storage saw at least those bytes.
+    assert_eq!(after.bytes_read - before.bytes_read, misses * 4096);
+    assert!(storage.bytes_read.load(Ordering::Relaxed) - file_before >= misses * 4096);
+    // The same key again: answered by the cache.
+    db.get(key(0)).unwrap();
+    let again = db.io_stats();
+    db.get(key(0)).unwrap();
+    let last = db.io_stats();
+    assert_eq!(last.page_cache_misses, again.page_cache_misses);
+    assert!(last.page_cache_hits > again.page_cache_hits);
+    assert!(last.page_cache_hit_ratio() > 0.0 && last.page_cache_hit_ratio() < 1.0);
+}

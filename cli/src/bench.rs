@@ -189,6 +189,8 @@ struct BmtEngine {
     db: bmt::Nomt,
     phases: bmt::CommitStats,
     commits: u32,
+    /// The I/O counters when the run started.
+    io_start: bmt::IoStats,
 }
 
 impl BmtEngine {
@@ -201,6 +203,7 @@ impl BmtEngine {
             .warm_up(true);
         let db = bmt::Nomt::open(options).with_context(|| format!("opening {}", dir.display()))?;
         Ok(BmtEngine {
+            io_start: db.io_stats(),
             db,
             phases: bmt::CommitStats::default(),
             commits: 0,
@@ -239,9 +242,17 @@ impl Engine for BmtEngine {
     fn phases(&self) -> Option<String> {
         let n = self.commits.max(1);
         let ms = |d: Duration| d.as_secs_f64() * 1e3 / n as f64;
+        let (io, start) = (self.db.io_stats(), self.io_start);
+        let per_commit = |now: u64, then: u64| (now - then) / u64::from(n);
+        let hits = per_commit(io.page_cache_hits, start.page_cache_hits);
+        let ahead = per_commit(io.pages_read_ahead, start.pages_read_ahead);
+        let single = per_commit(io.page_cache_misses, start.page_cache_misses);
+        let hit_pct = 100.0 * hits as f64 / (hits + ahead + single).max(1) as f64;
         Some(format!(
             "lookups {:.1} ms, trie and flat store {:.1} ms, page table {:.1} ms, \
-             writes {:.1} ms, sync {:.1} ms; {} pages written",
+             writes {:.1} ms, sync {:.1} ms; {} pages written; page reads per commit \
+             (with the reads between commits): {hits} from the cache, {ahead} read ahead, \
+             {single} read singly ({hit_pct:.1}% cache hits)",
             ms(self.phases.classify),
             ms(self.phases.trie),
             ms(self.phases.btree),
