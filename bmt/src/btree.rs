@@ -372,6 +372,19 @@ fn head_bounds(lower: Option<Key>, upper: Option<Key>) -> (u64, u64) {
     )
 }
 
+/// The child of branch `p` (whose keys' first eight bytes lie within `bounds`) that holds
+/// `key`, and the first eight bytes of that child's bounds.
+fn route(p: &PageBuf, key: &Key, (lo, hi): (u64, u64)) -> (PageRef, (u64, u64)) {
+    let i = branch_route_within(p, &key.0, lo, hi);
+    let lo = if i > 0 { head(branch_sep(p, i)) } else { lo };
+    let hi = if i + 1 < branch_len(p) {
+        head(branch_sep(p, i + 1))
+    } else {
+        hi
+    };
+    (branch_child(p, i), (lo, hi))
+}
+
 /// The payload stored under `key`.
 pub fn get(pager: &Pager, root: Option<PageRef>, key: &Key) -> Result<Option<Payload>> {
     let Some(mut r) = root else { return Ok(None) };
@@ -379,16 +392,7 @@ pub fn get(pager: &Pager, root: Option<PageRef>, key: &Key) -> Result<Option<Pay
     let (mut lo, mut hi) = (0u64, u64::MAX);
     loop {
         match read_node(pager, r)? {
-            Node::Branch(p) => {
-                let i = branch_route_within(&p, &key.0, lo, hi);
-                if i > 0 {
-                    lo = head(branch_sep(&p, i));
-                }
-                if i + 1 < branch_len(&p) {
-                    hi = head(branch_sep(&p, i + 1));
-                }
-                r = branch_child(&p, i);
-            }
+            Node::Branch(p) => (r, (lo, hi)) = route(&p, key, (lo, hi)),
             Node::Leaf(p) => {
                 let (i, found) = leaf_search_within(&p, 0, &key.0, lo, hi);
                 if !found {
@@ -435,14 +439,8 @@ pub fn get_with<R>(
                         f(&p.bytes()[start..start + len])
                     }));
                 }
-                let i = branch_route_within(p, &key.0, lo, hi);
-                let lo = if i > 0 { head(branch_sep(p, i)) } else { lo };
-                let hi = if i + 1 < branch_len(p) {
-                    head(branch_sep(p, i + 1))
-                } else {
-                    hi
-                };
-                Step::Down(branch_child(p, i), (lo, hi))
+                let (child, bounds) = route(p, key, (lo, hi));
+                Step::Down(child, bounds)
             },
         )?;
         match step {

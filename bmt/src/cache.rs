@@ -246,6 +246,48 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_readers_never_see_another_pages_bytes() {
+        // Readers borrow and clone pages while writers insert, replace and remove them in a
+        // cache small enough to evict all the time: every page seen is the one asked for.
+        fn tagged(pgno: u64) -> SharedPage {
+            let mut p = PageBuf::zeroed();
+            p.bytes_mut()[100..108].copy_from_slice(&pgno.to_le_bytes());
+            Arc::new(p)
+        }
+        let tag = |p: &PageBuf| u64::from_le_bytes(p.bytes()[100..108].try_into().unwrap());
+        let cache = PageCache::new(SHARDS * 4);
+        std::thread::scope(|s| {
+            for t in 0..2u64 {
+                let cache = &cache;
+                s.spawn(move || {
+                    for i in 0..20_000u64 {
+                        let pgno = (i * 7 + t) % 500;
+                        match i % 5 {
+                            0 => drop(cache.remove(pgno)),
+                            _ => drop(cache.insert(pgno, tagged(pgno))),
+                        }
+                    }
+                });
+            }
+            for t in 0..2u64 {
+                let cache = &cache;
+                s.spawn(move || {
+                    for i in 0..40_000u64 {
+                        let pgno = (i * 13 + t) % 500;
+                        if let Some(seen) = cache.with(pgno, tag) {
+                            assert_eq!(seen, pgno);
+                        }
+                        if let Some(page) = cache.get(pgno) {
+                            assert_eq!(tag(&page), pgno);
+                        }
+                    }
+                });
+            }
+        });
+        assert!(cache.len() <= cache.capacity());
+    }
+
+    #[test]
     fn pages_in_use_outlive_a_stream_of_pages_read_once() {
         // One page per shard's worth used over and over survives many more pages inserted
         // once; removals and reinsertions do not grow the clock without bound.
