@@ -710,7 +710,6 @@ impl Inner {
             let log = log.as_mut().ok_or(Error::RollbackDisabled)?;
             log.newest(n)?
         };
-        let mut changes: BTreeMap<Key, Option<Vec<u8>>> = BTreeMap::new();
         let mut expected = self.root();
         for d in &deltas {
             if d.root != expected {
@@ -721,11 +720,23 @@ impl Inner {
                 });
             }
             expected = d.prev_root;
-            // Older deltas override newer ones: the value before the oldest commit wins.
-            for (k, v) in &d.entries {
-                changes.insert(*k, v.clone());
+        }
+        // Older deltas override newer ones: the value before the oldest commit wins. Sorted
+        // once (stable, newest first, so an older value comes after a newer one of the same
+        // key and is the one kept), then built in bulk rather than inserted key by key.
+        let mut all: Vec<(Key, Option<Vec<u8>>)> = deltas
+            .iter()
+            .flat_map(|d| d.entries.iter().cloned())
+            .collect();
+        all.sort_by_key(|(k, _)| *k);
+        let mut kept: Vec<(Key, Option<Vec<u8>>)> = Vec::with_capacity(all.len());
+        for (k, v) in all {
+            match kept.last_mut() {
+                Some(last) if last.0 == k => last.1 = v,
+                _ => kept.push((k, v)),
             }
         }
+        let changes: BTreeMap<Key, Option<Vec<u8>>> = kept.into_iter().collect();
         let (done, base) = self.commit_with(&changes, LogAction::Pop { n, root: expected })?;
         self.metrics.rollback();
         Ok(self.finished(done, base, changes))
