@@ -15,6 +15,25 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay` (its position in `mi_option_t`, the same in mimalloc 2
+/// and 3; the Rust bindings name no constant for it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Tells mimalloc never to hand freed memory back to the kernel. By default it does so 10 ms
+/// after the memory is freed, so each commit (tens of milliseconds apart) faults in and the
+/// kernel zeroes again the megabytes the last one freed: 4.4% of a 2^20 `randw` commit's CPU
+/// went to that zeroing (`clear_page_erms`). Measured on tmpfs, 7 alternated pairs of 10 s
+/// runs: 6 faster, median +6% ops/s, commit p50 lower in all 7; peak RSS within 40 MiB.
+/// `MIMALLOC_PURGE_DELAY`, when set, still decides.
+fn keep_freed_memory() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
+    }
+    // SAFETY: `mi_option_set` stores an integer in mimalloc's option table, which it reads
+    // when it next decides whether to purge; any value is valid for this option.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+}
+
 use clap::{Parser, Subcommand};
 
 mod backend;
@@ -78,6 +97,7 @@ pub fn report_malformed(file: &std::path::Path, err: &anyhow::Error) {
 }
 
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::StateRoot(args) => state_root::run(&args),
