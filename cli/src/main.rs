@@ -23,7 +23,7 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// after the memory is freed, so each commit (tens of milliseconds apart) faults in and the
 /// kernel zeroes again the megabytes the last one freed: 4.4% of a 2^20 `randw` commit's CPU
 /// went to that zeroing (`clear_page_erms`). Measured on tmpfs, 7 alternated pairs of 10 s
-/// runs: 6 faster, median +6% ops/s, commit p50 lower in all 7; peak RSS within 40 MiB.
+/// runs: 6 faster, median +6% ops/s, commit p50 lower in 6; peak RSS within 40 MiB.
 /// `MIMALLOC_PURGE_DELAY`, when set, still decides.
 fn keep_freed_memory() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
