@@ -25,7 +25,7 @@ use crate::btree;
 use crate::db::{Inner, load_free_list, recover_meta};
 use crate::error::Result;
 use crate::flat::{self, Entry};
-use crate::meta::LogRecordRef;
+use crate::meta::OneSync;
 use crate::page::{PAGE_REF_SIZE, PageKind, PageRef};
 use crate::trie::{self, PageId};
 
@@ -135,11 +135,11 @@ impl Inner {
         let _writer = self.writer.lock();
         let meta = {
             let log = self.log.lock();
-            let log_record_intact = |r: &LogRecordRef| match log.as_ref() {
-                Some(log) => log.record_is_intact(r),
-                None => Ok(true),
+            let log_complete = |one: &OneSync| match (&one.log_record, log.as_ref()) {
+                (Some(r), Some(log)) => log.record_is_intact(r),
+                _ => Ok(true),
             };
-            recover_meta(&self.pager, &log_record_intact)?.0
+            recover_meta(&self.pager, &log_complete)?.0
         };
         let version = self.version();
         if meta.root != version.root || meta.seq != version.seq {

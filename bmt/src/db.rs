@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::flat::{self, Entry};
 use crate::freelist::{Delta, FreeSpace};
 use crate::io::{DirLock, Storage};
-use crate::meta::{LogRecordRef, MAX_JOURNAL, Meta, MetaError, OneSync};
+use crate::meta::{MAX_JOURNAL, Meta, MetaError, OneSync};
 use crate::metrics::{IoStats, Metrics};
 use crate::options::Options;
 use crate::page::{PAGE_REF_SIZE, PageBuf, PageKind, PageRef, SharedPage};
@@ -371,9 +371,18 @@ impl Inner {
                 .rollback_dir
                 .clone()
                 .unwrap_or_else(|| path.join("rollback"));
-            let log_record_intact =
-                |r: &LogRecordRef| crate::rollback::record_is_intact(&*storage, &log_dir, r);
-            match recover_meta(&pager, &log_record_intact) {
+            // The records a meta record carries are put back in the log before its own
+            // record is checked.
+            let log_complete = |one: &OneSync| -> Result<bool> {
+                if let Some(carried) = &one.carried {
+                    crate::rollback::restore_carried(&*storage, &log_dir, carried)?;
+                }
+                match &one.log_record {
+                    Some(r) => crate::rollback::record_is_intact(&*storage, &log_dir, r),
+                    None => Ok(true),
+                }
+            };
+            match recover_meta(&pager, &log_complete) {
                 Ok((m, discarded)) => {
                     discarded_at_open = discarded;
                     Some(m)
@@ -1071,9 +1080,16 @@ impl Inner {
         let meta = durable.then(|| {
             let one_sync = written
                 .filter(|w| w.len() <= ONE_SYNC_MAX_WRITTEN)
-                .map(|written| OneSync {
-                    written,
-                    log_record: self.log.lock().as_ref().and_then(|l| l.proposed_record()),
+                .map(|written| {
+                    let log = self.log.lock();
+                    let log = log.as_ref();
+                    // The log's unsynced records ride in the meta record if they fit.
+                    let room = crate::meta::carry_room(written.len());
+                    OneSync {
+                        log_record: log.and_then(|l| l.proposed_record()),
+                        carried: log.and_then(|l| l.carry(room)),
+                        written,
+                    }
                 });
             self.meta_of(&version, space.page_count, &list, log_state, one_sync)
         });
@@ -1318,16 +1334,23 @@ impl Inner {
     /// Makes a commit durable once its writes are done: the commit point. For a two-sync
     /// record, the pages (and the rollback log) are made durable, then the meta record is
     /// written and made durable. A one-sync record was written with the pages already: one
-    /// sync (beside the log's) makes it and them durable together; it counts at open only if
-    /// all it lists is intact.
+    /// sync (beside the log's, unless the record carries the log's unsynced records) makes it
+    /// and them durable together; it counts at open only if all it lists is intact.
     fn finish_meta(&self, meta: &Meta) -> Result<()> {
-        let (pages, log) = rayon::join(
-            || self.pager.sync(),
-            || match self.log.lock().as_mut() {
-                Some(log) => log.sync(),
-                None => Ok(()),
-            },
-        );
+        let carried = meta.one_sync.as_ref().is_some_and(|o| o.carried.is_some());
+        let (pages, log) = if carried {
+            // The meta record carries the log's unsynced records: the data file's sync alone
+            // makes the commit durable.
+            (self.pager.sync(), Ok(()))
+        } else {
+            rayon::join(
+                || self.pager.sync(),
+                || match self.log.lock().as_mut() {
+                    Some(log) => log.sync(),
+                    None => Ok(()),
+                },
+            )
+        };
         pages?;
         log?;
         if meta.one_sync.is_none() {
@@ -1537,11 +1560,11 @@ pub(crate) fn load_free_list(pager: &Pager, meta: &Meta) -> Result<(FreeSpace, L
 const ONE_SYNC_MAX_WRITTEN: usize = 64;
 
 /// The meta record in force: of the two slots, the valid record with the higher sequence
-/// number whose commit completed (for a one-sync record: every page it lists intact, and the
-/// log record it names, checked with `log_record_intact`).
+/// number whose commit completed (for a one-sync record: every page it lists intact, then
+/// its rollback log part, checked with `log_complete`).
 pub(crate) fn recover_meta(
     pager: &Pager,
-    log_record_intact: &dyn Fn(&LogRecordRef) -> Result<bool>,
+    log_complete: &dyn Fn(&OneSync) -> Result<bool>,
 ) -> Result<(Meta, Option<u64>)> {
     let mut valid: Vec<Meta> = Vec::new();
     let mut errors = Vec::new();
@@ -1586,17 +1609,14 @@ pub(crate) fn recover_meta(
         let complete = match &m.one_sync {
             None => true,
             Some(one) => {
-                let mut ok = match &one.log_record {
-                    Some(r) => log_record_intact(r)?,
-                    None => true,
-                };
+                let mut ok = true;
                 for w in &one.written {
                     if !ok {
                         break;
                     }
                     ok = pager.is_intact(w)?;
                 }
-                ok
+                ok && log_complete(one)?
             }
         };
         if complete {

@@ -30,6 +30,8 @@
 //! | 199..219 | that record: segment (u32), offset (u64), length in bytes (u32), CRC-32C (u32) |
 //! | 219..221 | in mode 1: number of written-page entries `n` (u16, at most [`MAX_WRITTEN`]) |
 //! | 221..221+16n | entries: first page (u64), pages (u32), the page's or extent's CRC-32C (u32) |
+//! | c..c+2 | in mode 1 (format version 3), at `c = 221 + 16n`: number of carried log records `m` (u16) |
+//! | c+2.. | `m` carried records, each: segment (u32), offset (u64), length `l` (u32), then the record's `l` bytes |
 //!
 //! All integers are little endian.
 //!
@@ -38,6 +40,15 @@
 //! together with them and syncs once. Such a record counts at open only if everything it lists
 //! is on disk with the listed checksum; otherwise the commit did not complete (its sync never
 //! returned) and the other slot, written and synced by the commit before, is in force.
+//!
+//! **Carried log records.** A one-sync commit that appends to the rollback log would need a
+//! second flush, of the log's segment, beside the data file's. Instead its meta record
+//! carries the bytes of every log record appended since the log was last synced, its own
+//! included, as long as they fit in the page; the log is synced only when they no longer do
+//! (about every fifteenth single-update commit) or at a larger commit. Opening writes back
+//! whichever carried records are not intact in their segments, and syncs those segments,
+//! before it checks the record the meta record names. The records are cumulative, so the
+//! record in the other slot carries all that its own state needs too.
 
 use bmt_core::Hash;
 
@@ -45,15 +56,32 @@ use crate::page::{HEADER_SIZE, PAGE_REF_SIZE, PAGE_SIZE, PageBuf, PageKind, Page
 
 /// Magic at the start of the meta record body.
 pub const META_MAGIC: [u8; 4] = *b"BMTD";
-/// The on-disk format version this build writes (it reads versions 1 and 2; version 1 has no
-/// one-sync records).
-pub const FORMAT_VERSION: u32 = 2;
+/// The on-disk format version this build writes (it reads versions 1 to 3; version 1 has no
+/// one-sync records, version 2 no carried log records).
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest format version this build reads.
 pub const MIN_FORMAT_VERSION: u32 = 1;
 /// Most written-page entries a one-sync meta record holds.
 pub const MAX_WRITTEN: usize = (PAGE_SIZE - HEADER_SIZE - WRITTEN_AT) / WRITTEN_SIZE;
 const WRITTEN_AT: usize = 221;
 const WRITTEN_SIZE: usize = 16;
+/// Bytes a carried log record takes in a meta record besides its own bytes.
+pub const CARRIED_OVERHEAD: usize = 16;
+
+/// Bytes left in a one-sync meta record listing `written` pages and extents for carried log
+/// records (each takes [`CARRIED_OVERHEAD`] plus its length).
+pub fn carry_room(written: usize) -> usize {
+    (PAGE_SIZE - HEADER_SIZE).saturating_sub(WRITTEN_AT + WRITTEN_SIZE * written + 2)
+}
+
+/// A rollback log record whose bytes a meta record carries (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CarriedRecord {
+    /// Where it goes; `len` is the length of `bytes`.
+    pub at: LogRecordRef,
+    /// The record as written to its segment.
+    pub bytes: Vec<u8>,
+}
 
 /// A page or an extent a commit wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +114,9 @@ pub struct OneSync {
     pub written: Vec<Written>,
     /// The rollback log record.
     pub log_record: Option<LogRecordRef>,
+    /// Log records not yet synced in the log, carried here instead (see the module docs):
+    /// `None` when the commit synced the log.
+    pub carried: Option<Vec<CarriedRecord>>,
 }
 /// Most entries the free-list journal has before a full free list is written again.
 pub const MAX_JOURNAL: u32 = 64;
@@ -171,6 +202,21 @@ impl Meta {
                 b[at + 12..at + 16].copy_from_slice(&w.crc.to_le_bytes());
             }
             len = WRITTEN_AT + WRITTEN_SIZE * one.written.len();
+            let carried = one.carried.as_deref().unwrap_or_default();
+            b[len..len + 2].copy_from_slice(&(carried.len() as u16).to_le_bytes());
+            len += 2;
+            for c in carried {
+                assert!(
+                    len + CARRIED_OVERHEAD + c.bytes.len() <= PAGE_SIZE - HEADER_SIZE,
+                    "carried log records overflow the meta record"
+                );
+                b[len..len + 4].copy_from_slice(&c.at.segment.to_le_bytes());
+                b[len + 4..len + 12].copy_from_slice(&c.at.offset.to_le_bytes());
+                b[len + 12..len + 16].copy_from_slice(&(c.bytes.len() as u32).to_le_bytes());
+                len += CARRIED_OVERHEAD;
+                b[len..len + c.bytes.len()].copy_from_slice(&c.bytes);
+                len += c.bytes.len();
+            }
         }
         page.seal(PageKind::Meta, len as u32, self.seq, self.seq % 2);
         page
@@ -217,7 +263,7 @@ impl Meta {
         let mut meta = meta;
         match (version, b[197]) {
             (_, 0) => {}
-            (2, 1) => {
+            (2 | 3, 1) => {
                 let log_record = match b[198] {
                     0 => None,
                     1 => Some(LogRecordRef {
@@ -253,9 +299,15 @@ impl Meta {
                     }
                     written.push(w);
                 }
+                let carried = if version >= 3 {
+                    Some(decode_carried(b, WRITTEN_AT + WRITTEN_SIZE * n)?)
+                } else {
+                    None
+                };
                 meta.one_sync = Some(OneSync {
                     written,
                     log_record,
+                    carried: carried.filter(|c| !c.is_empty()),
                 });
             }
             (_, m) => return Err(MetaError::Invalid(format!("durability mode {m}"))),
@@ -282,6 +334,39 @@ impl Meta {
         }
         Ok(meta)
     }
+}
+
+/// The carried log records of a version-3 one-sync record body `b`, from `at`.
+fn decode_carried(b: &[u8], mut at: usize) -> Result<Vec<CarriedRecord>, MetaError> {
+    let short = || MetaError::Invalid("carried log records run past the record".into());
+    let field = |at: usize, n: usize| b.get(at..at + n).ok_or_else(short);
+    let m = u16::from_le_bytes(field(at, 2)?.try_into().expect("2 bytes")) as usize;
+    at += 2;
+    let mut out = Vec::with_capacity(m.min(PAGE_SIZE / CARRIED_OVERHEAD));
+    for _ in 0..m {
+        let head = field(at, CARRIED_OVERHEAD)?;
+        let segment = u32::from_le_bytes(head[0..4].try_into().expect("4 bytes"));
+        let offset = u64::from_le_bytes(head[4..12].try_into().expect("8 bytes"));
+        let len = u32::from_le_bytes(head[12..16].try_into().expect("4 bytes"));
+        at += CARRIED_OVERHEAD;
+        let bytes = field(at, len as usize)?.to_vec();
+        at += len as usize;
+        // A log record holds its CRC-32C at bytes 12..16 of its header.
+        let crc = bytes
+            .get(12..16)
+            .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
+            .ok_or_else(|| MetaError::Invalid(format!("carried log record of {len} bytes")))?;
+        out.push(CarriedRecord {
+            at: LogRecordRef {
+                segment,
+                offset,
+                len,
+                crc,
+            },
+            bytes,
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -324,9 +409,65 @@ mod tests {
                 len: 200,
                 crc: 77,
             }),
+            carried: None,
         });
         assert_eq!(Meta::decode(&one.encode()).unwrap(), one);
         one.one_sync = Some(OneSync::default());
         assert_eq!(Meta::decode(&one.encode()).unwrap(), one);
+
+        // Carried log records, filling the room that is left.
+        let record = |offset: u64, len: usize| {
+            let mut bytes = vec![offset as u8; len];
+            bytes[12..16].copy_from_slice(&(offset as u32 * 3).to_le_bytes());
+            CarriedRecord {
+                at: LogRecordRef {
+                    segment: 1,
+                    offset,
+                    len: len as u32,
+                    crc: offset as u32 * 3,
+                },
+                bytes,
+            }
+        };
+        let written: Vec<Written> = (0..10)
+            .map(|i| Written {
+                pgno: 2 + i % 6,
+                pages: 1,
+                crc: 5,
+            })
+            .collect();
+        let room = carry_room(written.len());
+        let last = room - 2 * CARRIED_OVERHEAD - 184;
+        one.one_sync = Some(OneSync {
+            written,
+            log_record: Some(record(184, last).at),
+            carried: Some(vec![record(0, 184), record(184, last)]),
+        });
+        assert_eq!(Meta::decode(&one.encode()).unwrap(), one);
+    }
+
+    #[test]
+    fn carried_records_that_run_past_the_page_are_an_error() {
+        let mut page = Meta {
+            seq: 5,
+            root: Hash([9; 32]),
+            flat_root: None,
+            pt_root: None,
+            freelist: None,
+            page_count: 10,
+            key_count: 0,
+            elide_below: 20,
+            hasher: "blake2b-256".into(),
+            rollback: [0; 48],
+            journal: None,
+            journal_len: 0,
+            one_sync: Some(OneSync::default()),
+        }
+        .encode();
+        let body = page.body_mut();
+        // One carried record of 2^31 bytes.
+        body[WRITTEN_AT..WRITTEN_AT + 2].copy_from_slice(&1u16.to_le_bytes());
+        body[WRITTEN_AT + 2 + 12..WRITTEN_AT + 2 + 16].copy_from_slice(&(1u32 << 31).to_le_bytes());
+        assert!(matches!(Meta::decode(&page), Err(MetaError::Invalid(_))));
     }
 }

@@ -42,7 +42,7 @@ use bmt_core::{Hash, KEY_LEN, Key};
 
 use crate::error::{Error, Result};
 use crate::io::{Storage, StorageFile};
-use crate::meta::LogRecordRef;
+use crate::meta::{CARRIED_OVERHEAD, CarriedRecord, LogRecordRef};
 
 const MAGIC: [u8; 4] = *b"bmtR";
 const HEADER: usize = 48;
@@ -288,7 +288,14 @@ pub struct RollbackLog {
     created: bool,
     /// What the commit in progress would make of the log, until it is accepted or rejected.
     proposal: Option<Proposal>,
+    /// The records appended since the last sync, oldest first, which a one-sync meta record
+    /// can carry instead of a sync (see [`crate::meta`]); `None` when they are too many to
+    /// carry (or unknown), so the next commit must sync.
+    unsynced: Option<Vec<CarriedRecord>>,
 }
+
+/// Most bytes of unsynced records kept to be carried (more never fit in a meta record).
+const MAX_UNSYNCED: usize = crate::page::PAGE_SIZE;
 
 /// A change to the log that waits for its commit.
 #[derive(Debug)]
@@ -298,6 +305,10 @@ struct Proposal {
     appended: Option<(Pos, Arc<ReverseDelta>)>,
     /// Where the appended record is and its checksum, for a one-sync meta record.
     record: Option<LogRecordRef>,
+    /// The appended record's bytes, while they may still be carried by a meta record.
+    bytes: Option<Vec<u8>>,
+    /// The log was synced after the proposal's record was written.
+    synced: bool,
 }
 
 /// The name of segment `segment` in `dir`.
@@ -329,6 +340,51 @@ pub fn record_is_intact(storage: &dyn Storage, dir: &Path, r: &LogRecordRef) -> 
     Ok(stored == r.crc && crc32c::crc32c(&record) == r.crc)
 }
 
+/// Puts back in their segments of the log in `dir` the records a meta record carried (see
+/// [`crate::meta`]) that are not there intact, then makes them all durable: after this the
+/// log holds every record the meta record's state needs, whatever happened to the commits'
+/// buffered writes.
+pub fn restore_carried(storage: &dyn Storage, dir: &Path, records: &[CarriedRecord]) -> Result<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let dir_err = |source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    storage.create_dir_all(dir).map_err(dir_err)?;
+    let mut created = false;
+    let mut files: BTreeMap<u32, Arc<dyn StorageFile>> = BTreeMap::new();
+    for r in records {
+        let path = segment_file(dir, r.at.segment);
+        let io = |source| Error::Io {
+            path: path.clone(),
+            source,
+        };
+        let intact = record_is_intact(storage, dir, &r.at)?;
+        let file = match files.entry(r.at.segment) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                created |= !storage.exists(&path).map_err(io)?;
+                e.insert(storage.open(&path, true, false).map_err(io)?)
+            }
+        };
+        if !intact {
+            file.write_all_at(&r.bytes, r.at.offset).map_err(io)?;
+        }
+    }
+    for (segment, file) in &files {
+        file.sync_data().map_err(|source| Error::Io {
+            path: segment_file(dir, *segment),
+            source,
+        })?;
+    }
+    if created {
+        storage.sync_dir(dir).map_err(dir_err)?;
+    }
+    Ok(())
+}
+
 impl RollbackLog {
     /// Opens the log with the state the meta record in force gives. Reads no record; removes
     /// the segments that state does not use (left by pruning that a crash interrupted, by
@@ -358,6 +414,7 @@ impl RollbackLog {
             dirty: Vec::new(),
             created: false,
             proposal: None,
+            unsynced: Some(Vec::new()),
         };
         let first = if state.count > 0 {
             state.first.segment
@@ -517,6 +574,8 @@ impl RollbackLog {
             live,
             appended: Some((pos, delta)),
             record: Some(record),
+            bytes: (bytes.len() <= MAX_UNSYNCED).then_some(bytes),
+            synced: false,
         });
         Ok(state)
     }
@@ -678,6 +737,8 @@ impl RollbackLog {
             live,
             appended: None,
             record: None,
+            bytes: None,
+            synced: false,
         });
         Ok(state)
     }
@@ -697,7 +758,35 @@ impl RollbackLog {
             if let Some((pos, delta)) = p.appended {
                 self.remember(pos, delta);
             }
+            // An appended record that the commit did not sync stays to be carried; after a
+            // pop, unsynced records may lie past the new end, so the next commit syncs.
+            if !p.synced {
+                self.unsynced = match (self.unsynced.take(), p.record, p.bytes) {
+                    (Some(mut list), Some(at), Some(bytes)) => {
+                        list.push(CarriedRecord { at, bytes });
+                        let total: usize = list.iter().map(|c| c.bytes.len()).sum();
+                        (total <= MAX_UNSYNCED).then_some(list)
+                    }
+                    (Some(list), None, _) if list.is_empty() => Some(list),
+                    _ => None,
+                };
+            }
         }
+    }
+
+    /// The records a one-sync meta record with `room` bytes to spare would carry instead of a
+    /// sync of the log: every record appended since the last sync and the proposed one.
+    /// `None` if the proposal appends nothing or they do not fit: the commit must sync.
+    pub fn carry(&self, room: usize) -> Option<Vec<CarriedRecord>> {
+        let proposal = self.proposal.as_ref()?;
+        let (at, bytes) = (proposal.record?, proposal.bytes.as_ref()?);
+        let mut out = self.unsynced.clone()?;
+        out.push(CarriedRecord {
+            at,
+            bytes: bytes.clone(),
+        });
+        let need: usize = out.iter().map(|c| CARRIED_OVERHEAD + c.bytes.len()).sum();
+        (need <= room).then_some(out)
     }
 
     /// The commit of the proposal failed: the log stays as it was (a record it wrote lies past
@@ -706,7 +795,7 @@ impl RollbackLog {
         self.proposal = None;
     }
 
-    /// Makes the records written since the last call durable.
+    /// Makes the records written since the last call durable (the proposed one included).
     pub fn sync(&mut self) -> Result<()> {
         for segment in std::mem::take(&mut self.dirty) {
             let file = self.file(segment)?;
@@ -724,6 +813,11 @@ impl RollbackLog {
                     path: self.options.dir.clone(),
                     source,
                 })?;
+        }
+        self.unsynced = Some(Vec::new());
+        if let Some(p) = self.proposal.as_mut() {
+            p.bytes = None;
+            p.synced = true;
         }
         Ok(())
     }

@@ -8,8 +8,10 @@
 //! longer run: `BMT_CRASH_WORKLOADS=480 cargo test --release -p bmt --test crash -- --nocapture`.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::sync::Arc;
 
+use bmt::io::Storage;
 use bmt::sim::{CrashStorage, LossMode, LossReport};
 use bmt::{Error, Key, Nomt, Options};
 use bmt_core::ReferenceTrie;
@@ -363,4 +365,58 @@ fn losing_every_unsynced_write_or_keeping_all_recovers_too() {
             }
         }
     }
+}
+
+#[test]
+fn small_commits_carry_their_log_records_and_a_power_loss_keeps_every_rollback() {
+    let storage = CrashStorage::new();
+    let db = Nomt::open(options(&storage)).unwrap();
+    let mut states = vec![State::new()];
+    let mut syncs_per_commit = Vec::new();
+    for i in 0..12u8 {
+        let key = Key([i.wrapping_mul(37); 31]);
+        let value = vec![i; 1 + i as usize * 5];
+        db.insert(key, &value).unwrap();
+        let before = storage.syncs();
+        db.commit().unwrap();
+        syncs_per_commit.push(storage.syncs() - before);
+        let mut next = states.last().unwrap().clone();
+        next.insert(key, value);
+        states.push(next);
+    }
+    // One sync per commit: the data file's. The log's records ride in the meta records.
+    assert!(
+        syncs_per_commit.iter().all(|&n| n == 1),
+        "syncs per commit: {syncs_per_commit:?}"
+    );
+    // The power goes; every write not synced is lost, the log's records among them.
+    storage.power_off();
+    drop(db);
+    let (recovered, _) = storage.recover(LossMode::DropAll, 0);
+    // The log's segment was never synced, nor was its name.
+    assert_eq!(
+        recovered.list_dir(Path::new("/db/rollback")).unwrap(),
+        Vec::<String>::new()
+    );
+    let db = Nomt::open(options(&recovered)).unwrap();
+    assert_eq!(db.root(), root_of(states.last().unwrap()));
+    assert_eq!(db.rollback_window(), RETAINED);
+    for n in 1..=RETAINED as usize {
+        db.rollback().unwrap();
+        assert_eq!(
+            db.root(),
+            root_of(&states[states.len() - 1 - n]),
+            "rollback {n}"
+        );
+    }
+    // The restored log is durable: another loss of everything unsynced changes nothing.
+    db.close().unwrap();
+    drop(db);
+    recovered.power_off();
+    let (again, _) = recovered.recover(LossMode::DropAll, 1);
+    let db = Nomt::open(options(&again)).unwrap();
+    assert_eq!(
+        db.root(),
+        root_of(&states[states.len() - 1 - RETAINED as usize])
+    );
 }
