@@ -1094,6 +1094,14 @@ impl Inner {
             self.meta_of(&version, space.page_count, &list, log_state, one_sync)
         });
         if let Some(meta) = meta.as_ref().filter(|m| m.one_sync.is_some()) {
+            // Open checks only the log record a one-sync record names, or those it carries:
+            // if this one carries none, every record before it must be durable before it can
+            // reach the disk (the log's sync runs while the pages are being written).
+            if meta.one_sync.as_ref().is_some_and(|o| o.carried.is_none())
+                && let Some(log) = self.log.lock().as_mut()
+            {
+                log.sync()?;
+            }
             self.pager.submit_meta(meta.seq % 2, meta.encode(), &writes);
         }
         // Wait for every write, then make them durable (with the meta record).
@@ -1333,8 +1341,8 @@ impl Inner {
 
     /// Makes a commit durable once its writes are done: the commit point. For a two-sync
     /// record, the pages (and the rollback log) are made durable, then the meta record is
-    /// written and made durable. A one-sync record was written with the pages already: one
-    /// sync (beside the log's, unless the record carries the log's unsynced records) makes it
+    /// written and made durable. A one-sync record was written with the pages already (after
+    /// a sync of the log, unless it carries the log's unsynced records): one sync makes it
     /// and them durable together; it counts at open only if all it lists is intact.
     fn finish_meta(&self, meta: &Meta) -> Result<()> {
         let carried = meta.one_sync.as_ref().is_some_and(|o| o.carried.is_some());

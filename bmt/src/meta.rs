@@ -45,10 +45,11 @@
 //! second flush, of the log's segment, beside the data file's. Instead its meta record
 //! carries the bytes of every log record appended since the log was last synced, its own
 //! included, as long as they fit in the page; the log is synced only when they no longer do
-//! (about every fifteenth single-update commit) or at a larger commit. Opening writes back
-//! whichever carried records are not intact in their segments, and syncs those segments,
-//! before it checks the record the meta record names. The records are cumulative, so the
-//! record in the other slot carries all that its own state needs too.
+//! (about every fifteenth single-update commit; then before the meta record is written) or
+//! at a larger commit. Opening writes back whichever carried records are not intact in their
+//! segments, and syncs those segments and the log's folder, before it checks the record the
+//! meta record names. The records are cumulative, so the record in the other slot carries
+//! all that its own state needs too.
 
 use bmt_core::Hash;
 

@@ -341,9 +341,9 @@ pub fn record_is_intact(storage: &dyn Storage, dir: &Path, r: &LogRecordRef) -> 
 }
 
 /// Puts back in their segments of the log in `dir` the records a meta record carried (see
-/// [`crate::meta`]) that are not there intact, then makes them all durable: after this the
-/// log holds every record the meta record's state needs, whatever happened to the commits'
-/// buffered writes.
+/// [`crate::meta`]) that are not there intact, then makes them, and the segments' names,
+/// durable: after this the log holds every record the meta record's state needs, whatever
+/// happened to the commits' buffered writes.
 pub fn restore_carried(storage: &dyn Storage, dir: &Path, records: &[CarriedRecord]) -> Result<()> {
     if records.is_empty() {
         return Ok(());
@@ -353,7 +353,6 @@ pub fn restore_carried(storage: &dyn Storage, dir: &Path, records: &[CarriedReco
         source,
     };
     storage.create_dir_all(dir).map_err(dir_err)?;
-    let mut created = false;
     let mut files: BTreeMap<u32, Arc<dyn StorageFile>> = BTreeMap::new();
     for r in records {
         let path = segment_file(dir, r.at.segment);
@@ -365,7 +364,6 @@ pub fn restore_carried(storage: &dyn Storage, dir: &Path, records: &[CarriedReco
         let file = match files.entry(r.at.segment) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => {
-                created |= !storage.exists(&path).map_err(io)?;
                 e.insert(storage.open(&path, true, false).map_err(io)?)
             }
         };
@@ -379,9 +377,9 @@ pub fn restore_carried(storage: &dyn Storage, dir: &Path, records: &[CarriedReco
             source,
         })?;
     }
-    if created {
-        storage.sync_dir(dir).map_err(dir_err)?;
-    }
+    // The segments' names too: one that exists now may have been created by a commit that
+    // carried its records and never synced the folder.
+    storage.sync_dir(dir).map_err(dir_err)?;
     Ok(())
 }
 
