@@ -139,14 +139,15 @@ impl Inner {
                 (Some(r), Some(log)) => log.record_is_intact(r),
                 _ => Ok(true),
             };
-            recover_meta(&self.pager, &log_complete)?.0
+            let (meta, slot, _) = recover_meta(&self.pager, &log_complete)?;
+            (meta, slot)
         };
+        let (meta, slot) = meta;
         let version = self.version();
         if meta.root != version.root || meta.seq != version.seq {
-            return Err(self.pager.corrupted(
-                meta.seq % 2,
-                "the meta record on disk is not the state in force",
-            ));
+            return Err(self
+                .pager
+                .corrupted(slot, "the meta record on disk is not the state in force"));
         }
         let mut report = CheckReport {
             root: meta.root,

@@ -213,6 +213,10 @@ pub(crate) struct Space {
     list: ListState,
     /// The last commit whose meta record is durable.
     durable_seq: u64,
+    /// The meta slot (0 or 1) holding the record in force: the next record goes to the other
+    /// one. (Not `seq % 2`: commits left unsynced write no record, so the sequence numbers of
+    /// consecutive records need not alternate in parity.)
+    meta_slot: u64,
     /// Pages the last commit wrote.
     last_commit_pages: u64,
 }
@@ -383,9 +387,9 @@ impl Inner {
                 }
             };
             match recover_meta(&pager, &log_complete) {
-                Ok((m, discarded)) => {
+                Ok((m, slot, discarded)) => {
                     discarded_at_open = discarded;
-                    Some(m)
+                    Some((m, slot))
                 }
                 // The database's creation never completed (it failed, or the power went,
                 // before both meta slots were durable): nothing was ever committed, since any
@@ -395,7 +399,7 @@ impl Inner {
             }
         };
         let fresh = meta.is_none();
-        let meta = match meta {
+        let (meta, meta_slot) = match meta {
             Some(m) => m,
             None => {
                 debug_assert!(fresh);
@@ -415,13 +419,13 @@ impl Inner {
                     one_sync: None,
                 };
                 // Both slots hold a valid record from the start.
-                pager.write_uncached(0, &m.encode())?;
+                pager.write_uncached(0, &m.encode(0))?;
                 let mut m1 = m.clone();
                 m1.seq = 1;
-                pager.write_uncached(1, &m1.encode())?;
+                pager.write_uncached(1, &m1.encode(1))?;
                 pager.sync()?;
                 storage.sync_dir(&path).map_err(io_err)?;
-                m1
+                (m1, 1)
             }
         };
         if meta.hasher != hasher.name() {
@@ -473,6 +477,7 @@ impl Inner {
                 page_count: meta.page_count,
                 list,
                 durable_seq: meta.seq,
+                meta_slot,
                 last_commit_pages: 0,
             }),
             last_commit: Mutex::new(CommitStats::default()),
@@ -1102,14 +1107,19 @@ impl Inner {
             {
                 log.sync()?;
             }
-            self.pager.submit_meta(meta.seq % 2, meta.encode(), &writes);
+            self.pager.submit_meta(
+                1 - space.meta_slot,
+                meta.encode(1 - space.meta_slot),
+                &writes,
+            );
         }
         // Wait for every write, then make them durable (with the meta record).
         self.pager.wait(&writes)?;
         lap(&mut stats.write);
         if let Some(meta) = &meta {
-            self.finish_meta(meta)?;
+            self.finish_meta(meta, 1 - space.meta_slot)?;
             space.durable_seq = seq;
+            space.meta_slot = 1 - space.meta_slot;
         }
         lap(&mut stats.sync);
         space.last_commit_pages = stats.pages_written;
@@ -1344,7 +1354,8 @@ impl Inner {
     /// written and made durable. A one-sync record was written with the pages already (after
     /// a sync of the log, unless it carries the log's unsynced records): one sync makes it
     /// and them durable together; it counts at open only if all it lists is intact.
-    fn finish_meta(&self, meta: &Meta) -> Result<()> {
+    /// The record goes to meta slot `slot`, which must not be the one in force.
+    fn finish_meta(&self, meta: &Meta, slot: u64) -> Result<()> {
         let carried = meta.one_sync.as_ref().is_some_and(|o| o.carried.is_some());
         let (pages, log) = if carried {
             // The meta record carries the log's unsynced records: the data file's sync alone
@@ -1362,7 +1373,7 @@ impl Inner {
         pages?;
         log?;
         if meta.one_sync.is_none() {
-            self.pager.write_uncached(meta.seq % 2, &meta.encode())?;
+            self.pager.write_uncached(slot, &meta.encode(slot))?;
             self.pager.sync()?;
         }
         Ok(())
@@ -1429,7 +1440,8 @@ impl Inner {
             &mut list,
         );
         let result = self.pager.write_pages(pages).and_then(|()| {
-            self.finish_meta(&self.meta_of(&version, space.page_count, &list, log_state, None))
+            let meta = self.meta_of(&version, space.page_count, &list, log_state, None);
+            self.finish_meta(&meta, 1 - space.meta_slot)
         });
         if let Err(e) = result {
             for (start, len) in space.free.take_allocated() {
@@ -1441,6 +1453,7 @@ impl Inner {
         space.pending = pending;
         space.list = list;
         space.durable_seq = version.seq;
+        space.meta_slot = 1 - space.meta_slot;
         if let Some(log) = self.log.lock().as_mut()
             && let Err(e) = log.delete_before(log.state())
         {
@@ -1567,19 +1580,20 @@ pub(crate) fn load_free_list(pager: &Pager, meta: &Meta) -> Result<(FreeSpace, L
 /// check at open.
 const ONE_SYNC_MAX_WRITTEN: usize = 64;
 
-/// The meta record in force: of the two slots, the valid record with the higher sequence
-/// number whose commit completed (for a one-sync record: every page it lists intact, then
-/// its rollback log part, checked with `log_complete`).
+/// The meta record in force and its slot: of the two slots, the valid record with the higher
+/// sequence number whose commit completed (for a one-sync record: every page it lists intact,
+/// then its rollback log part, checked with `log_complete`). Also the sequence number of a
+/// newer record passed over as incomplete.
 pub(crate) fn recover_meta(
     pager: &Pager,
     log_complete: &dyn Fn(&OneSync) -> Result<bool>,
-) -> Result<(Meta, Option<u64>)> {
-    let mut valid: Vec<Meta> = Vec::new();
+) -> Result<(Meta, u64, Option<u64>)> {
+    let mut valid: Vec<(Meta, u64)> = Vec::new();
     let mut errors = Vec::new();
     for slot in 0..2u64 {
         match pager.read_uncached(slot, PageKind::Meta, None) {
             Ok(page) => match Meta::decode(&page) {
-                Ok(m) => valid.push(m),
+                Ok(m) => valid.push((m, slot)),
                 Err(MetaError::UnknownVersion(v)) => {
                     return Err(Error::UnsupportedVersion {
                         path: pager.path().to_path_buf(),
@@ -1611,9 +1625,9 @@ pub(crate) fn recover_meta(
             }
         }
     }
-    valid.sort_by_key(|m| std::cmp::Reverse(m.seq));
+    valid.sort_by_key(|(m, _)| std::cmp::Reverse(m.seq));
     let mut discarded = None;
-    for m in valid {
+    for (m, slot) in valid {
         let complete = match &m.one_sync {
             None => true,
             Some(one) => {
@@ -1628,14 +1642,10 @@ pub(crate) fn recover_meta(
             }
         };
         if complete {
-            return Ok((m, discarded));
+            return Ok((m, slot, discarded));
         }
         discarded = discarded.or(Some(m.seq));
-        errors.push(format!(
-            "slot {}: commit {} did not complete",
-            m.seq % 2,
-            m.seq
-        ));
+        errors.push(format!("slot {slot}: commit {} did not complete", m.seq));
     }
     Err(pager.corrupted(0, format!("no valid meta record ({})", errors.join("; "))))
 }

@@ -164,7 +164,8 @@ pub enum MetaError {
 
 impl Meta {
     /// Encodes into a sealed page for slot `seq % 2`.
-    pub fn encode(&self) -> Box<PageBuf> {
+    /// Encodes the record for meta slot `slot` (0 or 1: the page number its header names).
+    pub fn encode(&self, slot: u64) -> Box<PageBuf> {
         let mut page = PageBuf::zeroed();
         let b = page.body_mut();
         b[0..4].copy_from_slice(&META_MAGIC);
@@ -219,7 +220,7 @@ impl Meta {
                 len += c.bytes.len();
             }
         }
-        page.seal(PageKind::Meta, len as u32, self.seq, self.seq % 2);
+        page.seal(PageKind::Meta, len as u32, self.seq, slot);
         page
     }
 
@@ -391,7 +392,7 @@ mod tests {
             journal_len: 2,
             one_sync: None,
         };
-        let page = m.encode();
+        let page = m.encode(m.seq % 2);
         crate::page::verify(page.bytes(), PageKind::Meta, 1, None).unwrap();
         assert_eq!(Meta::decode(&page).unwrap(), m);
 
@@ -412,9 +413,9 @@ mod tests {
             }),
             carried: None,
         });
-        assert_eq!(Meta::decode(&one.encode()).unwrap(), one);
+        assert_eq!(Meta::decode(&one.encode(0)).unwrap(), one);
         one.one_sync = Some(OneSync::default());
-        assert_eq!(Meta::decode(&one.encode()).unwrap(), one);
+        assert_eq!(Meta::decode(&one.encode(0)).unwrap(), one);
 
         // Carried log records, filling the room that is left.
         let record = |offset: u64, len: usize| {
@@ -444,7 +445,7 @@ mod tests {
             log_record: Some(record(184, last).at),
             carried: Some(vec![record(0, 184), record(184, last)]),
         });
-        assert_eq!(Meta::decode(&one.encode()).unwrap(), one);
+        assert_eq!(Meta::decode(&one.encode(0)).unwrap(), one);
     }
 
     #[test]
@@ -464,7 +465,7 @@ mod tests {
             journal_len: 0,
             one_sync: Some(OneSync::default()),
         }
-        .encode();
+        .encode(0);
         let body = page.body_mut();
         // One carried record of 2^31 bytes.
         body[WRITTEN_AT..WRITTEN_AT + 2].copy_from_slice(&1u16.to_le_bytes());
