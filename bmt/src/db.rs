@@ -12,8 +12,13 @@
 //!    children before parents: overflow extents, trie pages, the trie page table, the flat
 //!    store, and (when a meta record is written) the free list.
 //! 5. All new pages are written, then made durable (`fdatasync`).
-//! 6. The meta record naming the new roots is written to the slot the previous commit did not
-//!    use, and made durable. This is the commit point.
+//! 6. The meta record naming the new roots is written to the slot that does not hold the
+//!    record in force, and made durable. This is the commit point. (A commit of at most 64
+//!    pages merges 5 and 6: its record lists its pages and goes with them, one sync.)
+//!
+//! A small commit (see [`crate::wal`]) replaces 5 and 6 by one record of its changes appended
+//! to the write-ahead log and synced: that sync is its commit point. Its pages stay in memory
+//! until a checkpoint writes them with a meta record; open replays the log's records.
 //!
 //! With `durable_commits(false)`, steps 5 and 6 are put off to [`Nomt::sync`]: the commit's
 //! pages are written but not synced and no meta record is written, so a crash returns the
@@ -41,6 +46,7 @@ use crate::pager::{Pager, WriteBatch};
 use crate::rollback::{LogOptions, LogState, ReverseDelta, RollbackLog};
 use crate::session::{Layer, Overlay, ReadSession, View, WriteSession, WriterGuard};
 use crate::trie::{self, NodeKind, PageId, TrieChange, TrieSource};
+use crate::wal::{self, Wal, WalRecord};
 use crate::warm::WarmUp;
 
 /// The name of the data file inside the database directory.
@@ -309,6 +315,10 @@ pub(crate) struct Inner {
     lock: Mutex<Option<Box<dyn DirLock>>>,
     /// The rollback log, when enabled.
     pub(crate) log: Mutex<Option<RollbackLog>>,
+    /// The write-ahead log of small commits (see [`crate::wal`]), and the records open found
+    /// in it, to be committed again.
+    wal: Mutex<Option<Wal>>,
+    wal_replay: Mutex<Vec<WalRecord>>,
     /// Counters.
     pub(crate) metrics: Metrics,
     /// Whether a write session is open.
@@ -455,6 +465,21 @@ impl Inner {
         } else {
             None
         };
+        // The write-ahead log, also when it is off now: a log left by a crash holds
+        // acknowledged commits. (A new database has none: records of a database whose data
+        // file was removed are dropped.)
+        let wal_path = path.join(wal::WAL_FILE);
+        let (wal, mut wal_replay) =
+            if options.write_ahead_log || storage.exists(&wal_path).map_err(io_err)? {
+                let (wal, records) =
+                    Wal::open(&*storage, &path, options.wal_size, meta.seq, meta.root)?;
+                (Some(wal), records)
+            } else {
+                (None, Vec::new())
+            };
+        if fresh {
+            wal_replay.clear();
+        }
         let version = Arc::new(Version {
             seq: meta.seq,
             root: meta.root,
@@ -463,6 +488,8 @@ impl Inner {
             pt_root: meta.pt_root,
         });
         Ok(Inner {
+            wal: Mutex::new(wal),
+            wal_replay: Mutex::new(wal_replay),
             path,
             elide_below: meta.elide_below,
             options,
@@ -663,11 +690,23 @@ impl Inner {
         changes: &BTreeMap<Key, Option<Vec<u8>>>,
         action: LogAction,
     ) -> Result<(Committed, Arc<Version>)> {
+        self.commit_with_mode(changes, action, false)
+    }
+
+    /// [`Inner::commit_with`]; `replay` for a commit of the write-ahead log replayed at open,
+    /// which is neither logged again nor made durable by itself (open checkpoints after the
+    /// last one).
+    fn commit_with_mode(
+        &self,
+        changes: &BTreeMap<Key, Option<Vec<u8>>>,
+        action: LogAction,
+        replay: bool,
+    ) -> Result<(Committed, Arc<Version>)> {
         let started = std::time::Instant::now();
         let mut space = self.writer.lock();
         let page_count = space.page_count;
         let base = self.version();
-        match self.commit_changes(&mut space, changes, action, &base) {
+        match self.commit_changes(&mut space, changes, action, &base, replay) {
             Ok(done) => {
                 self.metrics.commit(started.elapsed());
                 Ok((done, base))
@@ -799,9 +838,28 @@ impl Inner {
         changes: &BTreeMap<Key, Option<Vec<u8>>>,
         action: LogAction,
         base: &Arc<Version>,
+        replay: bool,
     ) -> Result<Committed> {
         let seq = base.seq + 1;
         let logging = self.options.rollback;
+        let durable = self.options.durable_commits && !replay;
+        // A small durable commit is made durable by the write-ahead log, its pages kept in
+        // memory until a checkpoint; the log's pages and commits are bounded, and a full log
+        // checkpoints first. A commit made durable in place writes the kept pages with its
+        // own.
+        let logged = durable && self.wal_takes(changes, action);
+        if logged && base.seq > space.durable_seq {
+            let full = self.pager.deferred_count() >= WAL_MAX_DEFERRED_PAGES
+                || base.seq - space.durable_seq >= WAL_MAX_COMMITS
+                || !self
+                    .wal
+                    .lock()
+                    .as_ref()
+                    .is_some_and(|w| w.has_room(wal::record_len(changes)));
+            if full {
+                self.checkpoint(space, base)?;
+            }
+        }
         self.release_pending(space, base);
         let mut stats = CommitStats::default();
         let mut clock = std::time::Instant::now();
@@ -907,8 +965,29 @@ impl Inner {
         // If the commit fails from here on, its writes in flight must end before a later
         // commit can reuse their pages.
         let _settle = Settle(&self.pager, writes.clone());
-        // What this commit writes, for a one-sync meta record.
+        // A logged commit's pages are kept, not written (and dropped if it fails).
+        let deferred = Deferral {
+            pager: &self.pager,
+            pages: Mutex::new(Vec::new()),
+            done: AtomicBool::new(false),
+        };
+        let submit = |pages: Vec<(u64, SharedPage)>| {
+            if logged {
+                deferred.pages.lock().extend(pages.iter().map(|(p, _)| *p));
+                self.pager.defer_pages(pages);
+            } else {
+                self.pager.submit_pages(pages, &writes);
+            }
+        };
+        // What this commit writes, for a one-sync meta record; a commit made durable in place
+        // also writes the pages of logged commits before it.
         self.pager.record_writes();
+        let flushed = if durable && !logged {
+            let oldest = self.oldest_reader(base);
+            self.pager.flush_deferred(&writes, oldest)
+        } else {
+            0
+        };
 
         // Values stored out of line: their writes start now.
         let mut large_payloads = Vec::with_capacity(large.len());
@@ -965,7 +1044,7 @@ impl Inner {
                 let mut pages = Vec::new();
                 let root = btree::write(flat.root, seq, &mut |hot| alloc_run(1, hot), &mut pages);
                 let written = pages.len() as u64;
-                self.pager.submit_pages(pages, &writes);
+                submit(pages);
                 Ok((root, flat.freed, written))
             },
         );
@@ -1040,7 +1119,7 @@ impl Inner {
         };
 
         stats.pages_written += out_pages.len() as u64;
-        self.pager.submit_pages(out_pages, &writes);
+        submit(out_pages);
 
         // The rollback log: this commit's delta appended, or the rolled-back ones dropped.
         let log_state = {
@@ -1064,10 +1143,12 @@ impl Inner {
         let mut list = space.list.clone();
         list.removed.extend(space.free.take_allocated());
         list.added.extend(freed.iter().copied());
+        let freed_by_logged = logged.then(|| freed.clone());
         let mut pending = space.pending.clone();
         pending.push((seq, freed));
-        let durable = self.options.durable_commits;
-        if durable {
+        // Made durable now, in place (not by the write-ahead log, nor left unsynced).
+        let in_place = durable && !logged;
+        if in_place {
             let pages = self.prepare_list(
                 seq,
                 &mut space.free,
@@ -1082,9 +1163,12 @@ impl Inner {
         // A small commit lists what it wrote in its meta record, which goes with its pages,
         // and syncs once.
         let written = self.pager.take_written();
-        let meta = durable.then(|| {
+        let meta = in_place.then(|| {
+            // Not with pages of logged commits: some may be dead in this commit's state (it
+            // replaced them), free to reuse once it is durable, and a record listing them
+            // would stop being complete when they are reused. Such a commit syncs twice.
             let one_sync = written
-                .filter(|w| w.len() <= ONE_SYNC_MAX_WRITTEN)
+                .filter(|w| flushed == 0 && w.len() <= ONE_SYNC_MAX_WRITTEN)
                 .map(|written| {
                     let log = self.log.lock();
                     let log = log.as_ref();
@@ -1113,13 +1197,26 @@ impl Inner {
                 &writes,
             );
         }
-        // Wait for every write, then make them durable (with the meta record).
+        // Wait for every write, then make them durable (with the meta record), or append the
+        // commit to the write-ahead log and sync that.
         self.pager.wait(&writes)?;
         lap(&mut stats.write);
         if let Some(meta) = &meta {
             self.finish_meta(meta, 1 - space.meta_slot)?;
             space.durable_seq = seq;
             space.meta_slot = 1 - space.meta_slot;
+            if let Some(wal) = self.wal.lock().as_mut() {
+                wal.restart(seq);
+            }
+        }
+        if logged {
+            let mut wal = self.wal.lock();
+            let wal = wal.as_mut().ok_or(Error::Poisoned)?;
+            wal.append(seq, base.root, new_root, changes)?;
+        }
+        deferred.done.store(true, Ordering::Relaxed);
+        if let Some(freed) = freed_by_logged {
+            self.pager.deferred_freed(&freed, seq);
         }
         lap(&mut stats.sync);
         space.last_commit_pages = stats.pages_written;
@@ -1129,7 +1226,7 @@ impl Inner {
         let mut prune = Ok(());
         if let Some(log) = self.log.lock().as_mut() {
             log.accept();
-            if durable {
+            if in_place {
                 prune = log.delete_before(log.state());
             }
         }
@@ -1382,11 +1479,7 @@ impl Inner {
     /// Moves pending pages to the free space once nothing can read them: their commit is
     /// durable, and no reader holds a state older than that commit.
     fn release_pending(&self, space: &mut Space, current: &Arc<Version>) {
-        let oldest_reader = {
-            let mut history = self.history.lock();
-            history.retain(|v| Arc::strong_count(v) > 1 || Arc::ptr_eq(v, current));
-            history.iter().map(|v| v.seq).min().unwrap_or(current.seq)
-        };
+        let oldest_reader = self.oldest_reader(current);
         let durable = space.durable_seq;
         let mut keep = Vec::new();
         let mut released: Vec<(u64, u64)> = Vec::new();
@@ -1415,12 +1508,69 @@ impl Inner {
         }
     }
 
+    /// Commits again the records open found in the write-ahead log (commits acknowledged
+    /// after the meta record in force), checks that each gives the root it recorded, and
+    /// checkpoints.
+    fn replay_wal(&self) -> Result<()> {
+        let records = std::mem::take(&mut *self.wal_replay.lock());
+        if records.is_empty() {
+            return Ok(());
+        }
+        for r in &records {
+            let (done, _) = self.commit_with_mode(&r.changes, LogAction::Append, true)?;
+            if done.root != r.root || done.seq != r.seq {
+                return Err(Error::Corrupted {
+                    path: self.path.join(wal::WAL_FILE),
+                    offset: 0,
+                    what: format!(
+                        "replaying commit {} of the write-ahead log gives root {}, not {}",
+                        r.seq, done.root, r.root
+                    ),
+                });
+            }
+        }
+        self.sync()
+    }
+
+    /// The oldest state a reader holds (`current`'s if none holds an older one).
+    fn oldest_reader(&self, current: &Arc<Version>) -> u64 {
+        let mut history = self.history.lock();
+        history.retain(|v| Arc::strong_count(v) > 1 || Arc::ptr_eq(v, current));
+        history.iter().map(|v| v.seq).min().unwrap_or(current.seq)
+    }
+
+    /// Whether the write-ahead log takes a commit of `changes`: a small commit that appends
+    /// (not a rollback), of values stored inline, when the log is on.
+    fn wal_takes(&self, changes: &BTreeMap<Key, Option<Vec<u8>>>, action: LogAction) -> bool {
+        self.options.write_ahead_log
+            && matches!(action, LogAction::Append)
+            && changes.len() <= WAL_MAX_CHANGES
+            && changes
+                .values()
+                .all(|v| v.as_ref().is_none_or(|v| v.len() <= flat::INLINE_MAX))
+            && {
+                let len = wal::record_len(changes);
+                len <= wal::MAX_RECORD
+                    && self
+                        .wal
+                        .lock()
+                        .as_ref()
+                        .is_some_and(|w| len as u64 <= w.capacity())
+            }
+    }
+
     /// Makes every commit so far durable (a no-op when commits are durable already).
     pub fn sync(&self) -> Result<()> {
         self.check_usable()?;
         let mut guard = self.writer.lock();
-        let space = &mut *guard;
         let version = self.version();
+        self.checkpoint(&mut guard, &version)
+    }
+
+    /// Makes every commit up to `version` (the current one) durable in place: the pages of
+    /// commits left unsynced or made durable by the write-ahead log, the free list, a meta
+    /// record. The log then starts again.
+    fn checkpoint(&self, space: &mut Space, version: &Arc<Version>) -> Result<()> {
         if space.durable_seq == version.seq {
             return Ok(());
         }
@@ -1439,8 +1589,12 @@ impl Inner {
             &mut pending,
             &mut list,
         );
-        let result = self.pager.write_pages(pages).and_then(|()| {
-            let meta = self.meta_of(&version, space.page_count, &list, log_state, None);
+        let batch = WriteBatch::new();
+        self.pager
+            .flush_deferred(&batch, self.oldest_reader(version));
+        self.pager.submit_pages(pages, &batch);
+        let result = self.pager.wait(&batch).and_then(|()| {
+            let meta = self.meta_of(version, space.page_count, &list, log_state, None);
             self.finish_meta(&meta, 1 - space.meta_slot)
         });
         if let Err(e) = result {
@@ -1454,6 +1608,9 @@ impl Inner {
         space.list = list;
         space.durable_seq = version.seq;
         space.meta_slot = 1 - space.meta_slot;
+        if let Some(wal) = self.wal.lock().as_mut() {
+            wal.restart(version.seq);
+        }
         if let Some(log) = self.log.lock().as_mut()
             && let Err(e) = log.delete_before(log.state())
         {
@@ -1517,6 +1674,30 @@ where
 
 /// Commits with fewer changes do their work on one thread.
 const PARALLEL_MIN: usize = 64;
+
+/// The most changes a commit made durable by the write-ahead log may have: beyond a few
+/// hundred, its scattered pages cost less to write now than to keep.
+const WAL_MAX_CHANGES: usize = 256;
+/// A checkpoint comes before a logged commit once this many pages are kept in memory
+/// (16 MiB)...
+const WAL_MAX_DEFERRED_PAGES: usize = 4096;
+/// ...or this many commits are in the log (which bounds the work of a replay at open).
+const WAL_MAX_COMMITS: u64 = 1024;
+
+/// The pages a logged commit kept in memory: dropped again if the commit fails.
+struct Deferral<'a> {
+    pager: &'a Pager,
+    pages: Mutex<Vec<u64>>,
+    done: AtomicBool,
+}
+
+impl Drop for Deferral<'_> {
+    fn drop(&mut self) {
+        if !self.done.load(Ordering::Relaxed) {
+            self.pager.undefer(&self.pages.lock());
+        }
+    }
+}
 
 /// Waits for a batch of writes when dropped (on every way out of a commit).
 struct Settle<'a>(&'a Pager, Arc<WriteBatch>);
@@ -1819,6 +2000,11 @@ impl Nomt {
     pub fn open(options: Options) -> Result<Nomt> {
         let warm_up = options.warm_up;
         let inner = Arc::new(Inner::open(options)?);
+        if let Err(e) = inner.replay_wal() {
+            // Closing must not checkpoint a partial replay: the log keeps every record.
+            inner.pager.poison();
+            return Err(e);
+        }
         if warm_up {
             inner.warm.start(Arc::downgrade(&inner));
         }

@@ -36,6 +36,7 @@ mod session;
 pub mod sim;
 mod trie;
 mod uring;
+mod wal;
 mod warm;
 mod write_batch;
 

@@ -28,6 +28,8 @@ pub struct Options {
     pub(crate) value_hasher: Arc<dyn ValueHasher>,
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) warm_up: bool,
+    pub(crate) write_ahead_log: bool,
+    pub(crate) wal_size: u64,
 }
 
 impl fmt::Debug for Options {
@@ -48,6 +50,8 @@ impl fmt::Debug for Options {
             .field("value_hasher", &self.value_hasher.name())
             .field("storage", &self.storage)
             .field("warm_up", &self.warm_up)
+            .field("write_ahead_log", &self.write_ahead_log)
+            .field("wal_size", &self.wal_size)
             .finish()
     }
 }
@@ -72,6 +76,8 @@ impl Options {
             value_hasher: Arc::new(Blake2bValueHasher),
             storage: Arc::new(FileStorage::default()),
             warm_up: false,
+            write_ahead_log: true,
+            wal_size: 8 << 20,
         }
     }
 
@@ -91,6 +97,23 @@ impl Options {
     /// (or close): the database then opens at the last synced commit.
     pub fn durable_commits(mut self, durable: bool) -> Self {
         self.durable_commits = durable;
+        self
+    }
+
+    /// Whether small durable commits are made durable by appending their changes to a
+    /// write-ahead log and syncing that one short write (default true), their pages written
+    /// to the data file later, many commits at a time (see `docs/design.md`). Without it,
+    /// every durable commit writes its pages and syncs them. A log left by a crash is replayed
+    /// at open either way.
+    pub fn write_ahead_log(mut self, on: bool) -> Self {
+        self.write_ahead_log = on;
+        self
+    }
+
+    /// The size of the write-ahead log file (default 8 MiB, at least 4 KiB): when the next
+    /// record does not fit, the pages of the commits it holds are written first.
+    pub fn write_ahead_log_size(mut self, bytes: u64) -> Self {
+        self.wal_size = bytes.max(4 << 10);
         self
     }
 

@@ -69,6 +69,9 @@ pub struct Pager {
     /// The pages and extents written since [`Pager::record_writes`], when recording: what a
     /// one-sync meta record lists.
     written: Mutex<Option<Vec<Written>>>,
+    /// Pages of commits made durable by the write-ahead log, not yet written to the file
+    /// (see [`crate::wal`]); reads that miss the cache find them here.
+    deferred: Mutex<rustc_hash::FxHashMap<u64, Deferred>>,
     /// I/O counters.
     pub counters: IoCounters,
 }
@@ -86,6 +89,7 @@ impl Pager {
         let has_fd = file.raw_fd().is_some();
         Pager {
             written: Mutex::new(None),
+            deferred: Mutex::new(rustc_hash::FxHashMap::default()),
             file,
             path: path.to_path_buf(),
             cache: Arc::new(PageCache::new(items)),
@@ -155,6 +159,13 @@ impl Pager {
                 .map_err(|e| self.corrupted(r.pgno, format!("{kind:?} page: {e}")))?;
             return Ok(page);
         }
+        if let Some(page) = self.deferred_page(r.pgno) {
+            if page.stored_crc() != r.crc || page.bytes()[4] != kind as u8 {
+                page::verify(page.bytes(), kind, r.pgno, Some(r.crc))
+                    .map_err(|e| self.corrupted(r.pgno, format!("{kind:?} page: {e}")))?;
+            }
+            return Ok(page);
+        }
         self.counters.cache_misses.fetch_add(1, Ordering::Relaxed);
         let page = self.read_uncached(r.pgno, kind, Some(r.crc))?;
         validate(&page).map_err(|e| self.corrupted(r.pgno, format!("{kind:?} page: {e}")))?;
@@ -183,6 +194,15 @@ impl Pager {
             let kind = if k == b as u8 { b } else { a };
             page::verify(page.bytes(), kind, r.pgno, Some(r.crc))
                 .map_err(|e| self.corrupted(r.pgno, format!("{kind:?} page: {e}")))?;
+            return Ok(page);
+        }
+        if let Some(page) = self.deferred_page(r.pgno) {
+            let k = page.bytes()[4];
+            if page.stored_crc() != r.crc || (k != a as u8 && k != b as u8) {
+                let kind = if k == b as u8 { b } else { a };
+                page::verify(page.bytes(), kind, r.pgno, Some(r.crc))
+                    .map_err(|e| self.corrupted(r.pgno, format!("{kind:?} page: {e}")))?;
+            }
             return Ok(page);
         }
         self.counters.cache_misses.fetch_add(1, Ordering::Relaxed);
@@ -476,6 +496,13 @@ impl Pager {
             .filter(|r| !self.cache.contains(r.pgno))
             .copied()
             .collect();
+        if !missing.is_empty() {
+            // Pages not yet written are not read from the file.
+            let deferred = self.deferred.lock();
+            if !deferred.is_empty() {
+                missing.retain(|r| !deferred.contains_key(&r.pgno));
+            }
+        }
         missing.sort_unstable_by_key(|r| r.pgno);
         missing.dedup_by_key(|r| r.pgno);
         missing.truncate(budget);
@@ -551,6 +578,7 @@ impl Pager {
     }
 
     /// Writes sealed pages and waits for them.
+    #[cfg(test)]
     pub fn write_pages(&self, pages: Vec<(u64, SharedPage)>) -> Result<()> {
         self.check_poisoned()?;
         let batch = WriteBatch::new();
@@ -584,10 +612,103 @@ impl Pager {
 
     /// Drops a page from the cache (when it is freed).
     pub fn forget(&self, pgno: u64) {
+        {
+            let mut deferred = self.deferred.lock();
+            if !deferred.is_empty() {
+                deferred.remove(&pgno);
+            }
+        }
         if let Some(page) = self.cache.remove(pgno) {
             recycle(page);
         }
     }
+
+    /// Keeps sealed pages in memory instead of writing them (a commit made durable by the
+    /// write-ahead log): they are cached, and found by reads until [`Pager::flush_deferred`]
+    /// writes them.
+    pub fn defer_pages(&self, pages: Vec<(u64, SharedPage)>) {
+        let mut deferred = self.deferred.lock();
+        for (pgno, page) in pages {
+            cache_insert(&self.cache, pgno, page.clone());
+            deferred.insert(
+                pgno,
+                Deferred {
+                    page,
+                    freed_by: None,
+                },
+            );
+        }
+    }
+
+    /// A deferred page, put back in the cache (a read that missed it).
+    fn deferred_page(&self, pgno: u64) -> Option<SharedPage> {
+        let page = {
+            let deferred = self.deferred.lock();
+            deferred.get(&pgno)?.page.clone()
+        };
+        self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+        cache_insert(&self.cache, pgno, page.clone());
+        Some(page)
+    }
+
+    /// Pages not yet written.
+    pub fn deferred_count(&self) -> usize {
+        self.deferred.lock().len()
+    }
+
+    /// Notes that commit `seq` freed the pages `runs`: those still deferred need not be
+    /// written once no reader holds a state older than `seq`.
+    pub fn deferred_freed(&self, runs: &[(u64, u64)], seq: u64) {
+        let mut deferred = self.deferred.lock();
+        if deferred.is_empty() {
+            return;
+        }
+        for &(start, len) in runs {
+            for p in start..start + len {
+                if let Some(d) = deferred.get_mut(&p) {
+                    d.freed_by = Some(seq);
+                }
+            }
+        }
+    }
+
+    /// Drops deferred pages that a failed commit made (their page numbers go back to the
+    /// free space).
+    pub fn undefer(&self, pgnos: &[u64]) {
+        let mut deferred = self.deferred.lock();
+        for p in pgnos {
+            if deferred.remove(p).is_some()
+                && let Some(page) = self.cache.remove(*p)
+            {
+                recycle(page);
+            }
+        }
+    }
+
+    /// Starts writing every deferred page with `batch` (a checkpoint, or a commit made
+    /// durable in place), but those freed by a commit no newer than `oldest_reader`: no
+    /// state that anyone can read holds them. Returns the pages submitted.
+    pub fn flush_deferred(&self, batch: &Arc<WriteBatch>, oldest_reader: u64) -> usize {
+        let taken = std::mem::take(&mut *self.deferred.lock());
+        let pages: Vec<(u64, SharedPage)> = taken
+            .into_iter()
+            .filter(|(_, d)| d.freed_by.is_none_or(|s| s > oldest_reader))
+            .map(|(pgno, d)| (pgno, d.page))
+            .collect();
+        let n = pages.len();
+        if n > 0 {
+            self.submit_pages(pages, batch);
+        }
+        n
+    }
+}
+
+/// A page kept in memory until a checkpoint writes it.
+#[derive(Debug)]
+struct Deferred {
+    page: SharedPage,
+    /// The commit that freed it, if one did.
+    freed_by: Option<u64>,
 }
 
 /// Caches a page, recycling the buffers of the pages that leave the cache.
