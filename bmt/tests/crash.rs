@@ -62,6 +62,21 @@ fn workload(seed: u64, steps: usize) -> Vec<Step> {
     out
 }
 
+/// The database is at the last of `states` with a full rollback window, and each rollback
+/// goes one state back.
+fn assert_rolls_back_through(db: &Nomt, states: &[State]) {
+    assert_eq!(db.root(), root_of(states.last().unwrap()));
+    assert_eq!(db.rollback_window(), RETAINED);
+    for n in 1..=RETAINED as usize {
+        db.rollback().unwrap();
+        assert_eq!(
+            db.root(),
+            root_of(&states[states.len() - 1 - n]),
+            "rollback {n}"
+        );
+    }
+}
+
 fn apply(state: &State, changes: &[(Key, Option<Vec<u8>>)]) -> State {
     let mut next = state.clone();
     for (k, v) in changes {
@@ -427,16 +442,7 @@ fn small_commits_carry_their_log_records_and_a_power_loss_keeps_every_rollback()
         Vec::<String>::new()
     );
     let db = Nomt::open(options_in_place(&recovered)).unwrap();
-    assert_eq!(db.root(), root_of(states.last().unwrap()));
-    assert_eq!(db.rollback_window(), RETAINED);
-    for n in 1..=RETAINED as usize {
-        db.rollback().unwrap();
-        assert_eq!(
-            db.root(),
-            root_of(&states[states.len() - 1 - n]),
-            "rollback {n}"
-        );
-    }
+    assert_rolls_back_through(&db, &states);
     // The restored log is durable: another loss of everything unsynced changes nothing.
     db.close().unwrap();
     drop(db);
@@ -650,16 +656,7 @@ fn a_logged_commit_syncs_only_its_record_and_survives_a_power_loss() {
     drop(db);
     let (recovered, _) = storage.recover(LossMode::DropAll, 0);
     let db = Nomt::open(options_in_place(&recovered)).unwrap();
-    assert_eq!(db.root(), root_of(states.last().unwrap()));
-    assert_eq!(db.rollback_window(), RETAINED);
-    for n in 1..=RETAINED as usize {
-        db.rollback().unwrap();
-        assert_eq!(
-            db.root(),
-            root_of(&states[states.len() - 1 - n]),
-            "rollback {n}"
-        );
-    }
+    assert_rolls_back_through(&db, &states);
 }
 
 /// A commit made durable in place right after logged ones writes their kept pages with its
