@@ -467,16 +467,16 @@ impl Inner {
         };
         // The write-ahead log, also when it is off now: a log left by a crash holds
         // acknowledged commits. (A new database has none: records of a database whose data
-        // file was removed are dropped.)
+        // file was removed are dropped.) Not created where no commit would use it.
         let wal_path = path.join(wal::WAL_FILE);
-        let (wal, mut wal_replay) =
-            if options.write_ahead_log || storage.exists(&wal_path).map_err(io_err)? {
-                let (wal, records) =
-                    Wal::open(&*storage, &path, options.wal_size, meta.seq, meta.root)?;
-                (Some(wal), records)
-            } else {
-                (None, Vec::new())
-            };
+        let wanted = options.write_ahead_log && options.durable_commits;
+        let (wal, mut wal_replay) = if wanted || storage.exists(&wal_path).map_err(io_err)? {
+            let (wal, records) =
+                Wal::open(&*storage, &path, options.wal_size, meta.seq, meta.root)?;
+            (Some(wal), records)
+        } else {
+            (None, Vec::new())
+        };
         if fresh {
             wal_replay.clear();
         }

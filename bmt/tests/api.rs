@@ -334,6 +334,8 @@ fn deferred_durability_is_atomic_at_the_last_sync() {
     }
     db.commit().unwrap();
     db.sync().unwrap();
+    // No commit uses a write-ahead log here: none is created.
+    assert!(!storage.exists(Path::new("/db/wal.bmt")).unwrap());
     let synced = db.root();
     let synced_model = model.clone();
     for round in 0..5u8 {
