@@ -17,6 +17,7 @@
 
 mod btree;
 mod cache;
+mod changes;
 mod check;
 mod db;
 mod error;

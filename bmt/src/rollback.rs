@@ -38,7 +38,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bmt_core::{Hash, KEY_LEN, Key};
+use bmt_core::{Hash, Key};
 
 use crate::error::{Error, Result};
 use crate::io::{Storage, StorageFile};
@@ -145,11 +145,7 @@ pub struct ReverseDelta {
 
 impl ReverseDelta {
     fn body_len(&self) -> usize {
-        68 + self
-            .entries
-            .iter()
-            .map(|(_, v)| KEY_LEN + 1 + v.as_ref().map_or(0, |v| 4 + v.len()))
-            .sum::<usize>()
+        crate::changes::body_len(self.entries.iter().map(|(_, v)| v))
     }
 
     /// Bytes it takes in memory, roughly.
@@ -171,20 +167,12 @@ impl ReverseDelta {
         out.extend_from_slice(&p);
         out.push(prev.is_some() as u8);
         out.extend_from_slice(&[0; 11]);
-        out.extend_from_slice(self.prev_root.as_bytes());
-        out.extend_from_slice(self.root.as_bytes());
-        out.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
-        for (k, v) in &self.entries {
-            out.extend_from_slice(&k.0);
-            match v {
-                None => out.push(0),
-                Some(v) => {
-                    out.push(1);
-                    out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-                    out.extend_from_slice(v);
-                }
-            }
-        }
+        crate::changes::encode_body(
+            &mut out,
+            &self.prev_root,
+            &self.root,
+            self.entries.iter().map(|(k, v)| (k, v)),
+        );
         let crc = crc32c::crc32c(&out);
         out[12..16].copy_from_slice(&crc.to_le_bytes());
         out
@@ -192,45 +180,7 @@ impl ReverseDelta {
 
     /// Decodes a record's body (already checked against its checksum).
     fn decode_body(seq: u64, b: &[u8]) -> std::result::Result<ReverseDelta, String> {
-        let short = || "record body too short".to_string();
-        if b.len() < 68 {
-            return Err(short());
-        }
-        let prev_root = Hash(b[0..32].try_into().expect("32 bytes"));
-        let root = Hash(b[32..64].try_into().expect("32 bytes"));
-        let n = u32::from_le_bytes(b[64..68].try_into().expect("4 bytes")) as usize;
-        if n > (b.len() - 68) / (KEY_LEN + 1) {
-            return Err(format!("record claims {n} entries"));
-        }
-        let mut at = 68;
-        let mut entries = Vec::with_capacity(n);
-        for _ in 0..n {
-            let key = Key(b
-                .get(at..at + KEY_LEN)
-                .ok_or_else(short)?
-                .try_into()
-                .expect("31 bytes"));
-            at += KEY_LEN;
-            let flag = *b.get(at).ok_or_else(short)?;
-            at += 1;
-            let value = match flag {
-                0 => None,
-                1 => {
-                    let len = u32::from_le_bytes(
-                        b.get(at..at + 4).ok_or_else(short)?.try_into().expect("4"),
-                    ) as usize;
-                    at += 4;
-                    let v = b.get(at..at + len).ok_or_else(short)?.to_vec();
-                    at += len;
-                    Some(v)
-                }
-                f => return Err(format!("invalid presence flag {f}")),
-            };
-            entries.push((key, value));
-        }
-        if at != b.len() {
-            return Err("trailing bytes in a record".into());
-        }
+        let (prev_root, root, entries) = crate::changes::decode_body(b)?;
         Ok(ReverseDelta {
             seq,
             prev_root,

@@ -34,6 +34,8 @@
 //! | 96..100 | number of changes (u32) |
 //! | 100.. | for each change, in key order: key (31), present (1 byte), and if present the value's length (u32) and the value |
 //!
+//! Bytes 32 on are the body that the rollback log's records have too ([`crate::changes`]).
+//!
 //! All integers are little endian. A record counts only if its checksum is right, its
 //! generation is the meta record's sequence number, and its sequence number and root before
 //! follow the state before it: records of an older generation, left past the end of a newer
@@ -55,8 +57,10 @@ use crate::io::{Storage, StorageFile};
 pub(crate) const WAL_FILE: &str = "wal.bmt";
 
 const MAGIC: [u8; 4] = *b"bmtW";
+/// Where the body (`crate::changes`) starts.
+const BODY_AT: usize = 32;
+/// The header with the fixed part of the body: the least a record takes.
 const HEADER: usize = 100;
-const KEY_LEN: usize = 31;
 
 /// The largest record a commit may log (larger commits are made durable in place).
 pub(crate) const MAX_RECORD: usize = 64 << 10;
@@ -72,11 +76,7 @@ pub(crate) struct WalRecord {
 
 /// The bytes a record of `changes` takes.
 pub(crate) fn record_len(changes: &BTreeMap<Key, Option<Vec<u8>>>) -> usize {
-    HEADER
-        + changes
-            .values()
-            .map(|v| KEY_LEN + 1 + v.as_ref().map_or(0, |v| 4 + v.len()))
-            .sum::<usize>()
+    BODY_AT + crate::changes::body_len(changes.values())
 }
 
 fn encode(
@@ -93,20 +93,7 @@ fn encode(
     b.extend_from_slice(&[0; 8]);
     b.extend_from_slice(&generation.to_le_bytes());
     b.extend_from_slice(&seq.to_le_bytes());
-    b.extend_from_slice(&prev_root.0);
-    b.extend_from_slice(&root.0);
-    b.extend_from_slice(&(changes.len() as u32).to_le_bytes());
-    for (k, v) in changes {
-        b.extend_from_slice(&k.0);
-        match v {
-            None => b.push(0),
-            Some(v) => {
-                b.push(1);
-                b.extend_from_slice(&(v.len() as u32).to_le_bytes());
-                b.extend_from_slice(v);
-            }
-        }
-    }
+    crate::changes::encode_body(&mut b, &prev_root, &root, changes.iter());
     debug_assert_eq!(b.len(), len);
     let crc = crc32c::crc32c(&b);
     b[8..12].copy_from_slice(&crc.to_le_bytes());
@@ -139,51 +126,20 @@ fn decode(b: &[u8]) -> Decoded {
         return Decoded::Invalid;
     }
     let u64_at = |at: usize| u64::from_le_bytes(rec[at..at + 8].try_into().expect("8 bytes"));
-    let hash_at = |at: usize| Hash(rec[at..at + 32].try_into().expect("32 bytes"));
-    let count = u32::from_le_bytes(rec[96..100].try_into().expect("4 bytes")) as usize;
-    let mut changes = BTreeMap::new();
-    let mut at = HEADER;
-    for _ in 0..count {
-        let Some(key) = rec.get(at..at + KEY_LEN) else {
-            return Decoded::Invalid;
-        };
-        let key = Key(key.try_into().expect("31 bytes"));
-        at += KEY_LEN;
-        let value = match rec.get(at) {
-            Some(0) => {
-                at += 1;
-                None
-            }
-            Some(1) => {
-                let Some(n) = rec.get(at + 1..at + 5) else {
-                    return Decoded::Invalid;
-                };
-                let n = u32::from_le_bytes(n.try_into().expect("4 bytes")) as usize;
-                at += 5;
-                let Some(v) = rec.get(at..at.saturating_add(n)) else {
-                    return Decoded::Invalid;
-                };
-                at += n;
-                Some(v.to_vec())
-            }
-            _ => return Decoded::Invalid,
-        };
-        // Keys in strictly increasing order, as written.
-        if changes.last_key_value().is_some_and(|(k, _)| *k >= key) {
-            return Decoded::Invalid;
-        }
-        changes.insert(key, value);
-    }
-    if at != len {
+    let Ok((prev_root, root, entries)) = crate::changes::decode_body(&rec[BODY_AT..]) else {
+        return Decoded::Invalid;
+    };
+    // Keys in strictly increasing order, as written.
+    if entries.windows(2).any(|w| w[0].0 >= w[1].0) {
         return Decoded::Invalid;
     }
     Decoded::Record(
         u64_at(16),
         WalRecord {
             seq: u64_at(24),
-            prev_root: hash_at(32),
-            root: hash_at(64),
-            changes,
+            prev_root,
+            root,
+            changes: entries.into_iter().collect(),
         },
         len,
     )
@@ -370,6 +326,13 @@ mod tests {
     use super::*;
     use crate::io::MemStorage;
 
+    fn empty_dir() -> (MemStorage, &'static Path) {
+        let storage = MemStorage::new();
+        let dir = Path::new("/db");
+        storage.create_dir_all(dir).unwrap();
+        (storage, dir)
+    }
+
     fn record(seq: u64, prev: Hash, n: u8) -> WalRecord {
         let changes = (0..n)
             .map(|i| {
@@ -387,9 +350,7 @@ mod tests {
 
     #[test]
     fn records_of_the_generation_are_read_back_in_order_and_stale_ones_end_the_log() {
-        let storage = MemStorage::new();
-        let dir = Path::new("/db");
-        storage.create_dir_all(dir).unwrap();
+        let (storage, dir) = empty_dir();
         let (mut wal, none) = Wal::open(&storage, dir, 1 << 16, 10, Hash::ZERO).unwrap();
         assert!(none.is_empty());
         let mut written = Vec::new();
@@ -419,9 +380,7 @@ mod tests {
 
     #[test]
     fn a_torn_last_record_ends_the_log_and_a_damaged_middle_one_is_an_error() {
-        let storage = MemStorage::new();
-        let dir = Path::new("/db");
-        storage.create_dir_all(dir).unwrap();
+        let (storage, dir) = empty_dir();
         let (mut wal, _) = Wal::open(&storage, dir, 1 << 16, 0, Hash::ZERO).unwrap();
         let a = record(1, Hash::ZERO, 4);
         let b = record(2, a.root, 5);

@@ -77,6 +77,17 @@ fn assert_rolls_back_through(db: &Nomt, states: &[State]) {
     }
 }
 
+/// A commit of 30 changes of 60-byte values, among the single-key commits of the scripted
+/// runs: its rollback record does not ride beside many carried ones, and it fills much of the
+/// tests' 16 KiB write-ahead log.
+fn large(i: u8) -> Step {
+    Step::Commit(
+        (0..30u8)
+            .map(|j| (Key([j.wrapping_mul(7) ^ i; 31]), Some(vec![j ^ i; 60])))
+            .collect(),
+    )
+}
+
 fn apply(state: &State, changes: &[(Key, Option<Vec<u8>>)]) -> State {
     let mut next = state.clone();
     for (k, v) in changes {
@@ -464,13 +475,6 @@ fn small_commits_carry_their_log_records_and_a_power_loss_keeps_every_rollback()
 #[test]
 fn carried_log_records_survive_a_power_loss_at_any_sync() {
     let small = |i: u8| Step::Commit(vec![(Key([i; 31]), Some(vec![i; 1 + i as usize % 60]))]);
-    let large = |i: u8| {
-        Step::Commit(
-            (0..30u8)
-                .map(|j| (Key([j.wrapping_mul(7) ^ i; 31]), Some(vec![j ^ i; 60])))
-                .collect(),
-        )
-    };
     let mut steps: Vec<Step> = (1..4).map(small).collect();
     steps.push(Step::Reopen);
     steps.push(large(1));
@@ -499,13 +503,6 @@ fn logged_commits_survive_a_power_loss_at_any_sync() {
                 (!i.is_multiple_of(5)).then(|| vec![i; 8]),
             ),
         ])
-    };
-    let large = |i: u8| {
-        Step::Commit(
-            (0..30u8)
-                .map(|j| (Key([j.wrapping_mul(7) ^ i; 31]), Some(vec![j ^ i; 60])))
-                .collect(),
-        )
     };
     let mut steps: Vec<Step> = (1..30).map(small).collect();
     steps.push(Step::Rollback(2));
