@@ -135,7 +135,7 @@ enum Node {
     Branch(SharedPage),
 }
 
-fn validate_node(kind: PageKind, p: &PageBuf) -> Result<(), String> {
+pub(crate) fn validate_node(kind: PageKind, p: &PageBuf) -> Result<(), String> {
     if kind == PageKind::LeafNode {
         validate_leaf(p)
     } else {

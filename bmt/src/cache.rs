@@ -185,6 +185,19 @@ impl PageCache {
         out
     }
 
+    /// Caches `page` as page `pgno` only if nothing is cached there and its shard has room:
+    /// nothing is replaced or evicted. Gives the page back when it was not cached.
+    pub fn insert_if_room(&self, pgno: u64, page: SharedPage) -> Option<SharedPage> {
+        let mut shard = self.shard(pgno).write();
+        if shard.slots.len() >= self.shard_capacity || shard.slots.contains_key(&pgno) {
+            return Some(page);
+        }
+        shard.slots.insert(pgno, Slot::new(page));
+        shard.clock.push_back(pgno);
+        shard.compact_clock();
+        None
+    }
+
     /// Removes page `pgno`, returning it.
     pub fn remove(&self, pgno: u64) -> Option<SharedPage> {
         let mut shard = self.shard(pgno).write();
@@ -243,6 +256,33 @@ mod tests {
         assert!(!cache.contains(7));
         assert!(cache.with(7, |_| ()).is_none());
         assert!(cache.remove(7).is_none());
+    }
+
+    #[test]
+    fn inserting_if_room_neither_replaces_nor_evicts() {
+        let cache = PageCache::new(64);
+        assert!(cache.insert(7, page(1)).is_empty());
+        let back = cache
+            .insert_if_room(7, page(2))
+            .expect("7 is cached: not replaced");
+        assert_eq!(back.bytes()[100], 2);
+        assert_eq!(cache.with(7, |p| p.bytes()[100]), Some(1));
+        // Fill the cache: every later insert_if_room gives its page back, and what is cached
+        // stays.
+        let mut cached = 1;
+        for pgno in 100..10_000 {
+            if cache.insert_if_room(pgno, page(3)).is_none() {
+                cached += 1;
+            }
+        }
+        assert_eq!(cached, cache.len());
+        assert_eq!(
+            cached,
+            cache.capacity(),
+            "thousands of page numbers fill every shard"
+        );
+        assert!(cache.insert_if_room(20_000, page(4)).is_some());
+        assert_eq!(cache.with(7, |p| p.bytes()[100]), Some(1));
     }
 
     #[test]

@@ -43,6 +43,7 @@ use crate::metrics::{IoStats, Metrics};
 use crate::options::Options;
 use crate::page::{PAGE_REF_SIZE, PageBuf, PageKind, PageRef, SharedPage};
 use crate::pager::{Pager, WriteBatch};
+use crate::preload::Preload;
 use crate::rollback::{LogOptions, LogState, ReverseDelta, RollbackLog};
 use crate::session::{Layer, Overlay, ReadSession, View, WriteSession, WriterGuard};
 use crate::trie::{self, NodeKind, PageId, TrieChange, TrieSource};
@@ -325,6 +326,8 @@ pub(crate) struct Inner {
     pub(crate) writer_active: AtomicBool,
     /// Reads ahead the pages of written keys (when `Options::warm_up` is on).
     pub(crate) warm: WarmUp,
+    /// Reads the data file into the cache after open (when `Options::preload` is on).
+    pub(crate) preload: Preload,
 }
 
 /// Changes to keys (`None`: a delete), in key order.
@@ -515,6 +518,7 @@ impl Inner {
             metrics: Metrics::default(),
             writer_active: AtomicBool::new(false),
             warm: WarmUp::default(),
+            preload: Preload::default(),
         })
     }
 
@@ -1294,6 +1298,45 @@ impl Inner {
         Ok(out)
     }
 
+    /// Preloads (see [`crate::preload`]) up to a chunk of pages from `next`, within the pages
+    /// in use and the file; returns how many pages were read, or `None` when there are none
+    /// left or the handle is closed or poisoned.
+    ///
+    /// The chunk is read without the writer's lock, so that commits need not wait for the
+    /// device, between two holds of it: at the first no write is in flight (a commit or
+    /// checkpoint waits for its writes before it lets go of the lock); if no write was
+    /// submitted by the second, the bytes read are the file's current ones. If one was, the
+    /// chunk is read again under the lock. Its pages are cached under the lock.
+    pub(crate) fn preload_chunk(&self, next: u64, buf: &mut [PageBuf]) -> Result<Option<u64>> {
+        let (n, writes) = {
+            let space = self.writer.lock();
+            if self.check_usable().is_err() {
+                return Ok(None);
+            }
+            // Pages of logged commits may lie past the end of the file until a checkpoint.
+            let end = space.page_count.min(self.pager.file_pages()?);
+            if next >= end {
+                return Ok(None);
+            }
+            (
+                (end - next).min(buf.len() as u64),
+                self.pager.writes_submitted(),
+            )
+        };
+        let buf = &mut buf[..n as usize];
+        self.pager.read_for_preload(next, buf)?;
+        let _space = self.writer.lock();
+        if self.check_usable().is_err() {
+            return Ok(None);
+        }
+        if self.pager.writes_submitted() != writes {
+            self.pager.read_for_preload(next, buf)?;
+        }
+        self.pager
+            .cache_preloaded(next, buf, crate::preload::validate);
+        Ok(Some(n))
+    }
+
     /// Pages read ahead into the cache so far.
     pub(crate) fn pages_read_ahead(&self) -> u64 {
         self.pager.counters.prefetched.load(Ordering::Relaxed)
@@ -1998,7 +2041,7 @@ impl Nomt {
     /// data is scanned. A second open of the same directory, from this process or another,
     /// fails with [`Error::Locked`] while the first handle is open.
     pub fn open(options: Options) -> Result<Nomt> {
-        let warm_up = options.warm_up;
+        let (warm_up, preload) = (options.warm_up, options.preload);
         let inner = Arc::new(Inner::open(options)?);
         if let Err(e) = inner.replay_wal() {
             // Closing must not checkpoint a partial replay: the log keeps every record.
@@ -2007,6 +2050,9 @@ impl Nomt {
         }
         if warm_up {
             inner.warm.start(Arc::downgrade(&inner));
+        }
+        if preload {
+            inner.preload.start(Arc::downgrade(&inner));
         }
         Ok(Nomt { inner })
     }
@@ -2099,6 +2145,13 @@ impl Nomt {
     /// its sessions fail with [`Error::Closed`]. Staged, uncommitted changes are dropped.
     pub fn close(&self) -> Result<()> {
         self.inner.close()
+    }
+
+    /// Waits until the preload that open started has read the data file into the page cache
+    /// (see [`Options::preload`]); returns at once if there is none, or once the handle is
+    /// closed.
+    pub fn wait_for_preload(&self) {
+        self.inner.preload.wait();
     }
 
     /// Where the time of the last successful commit went.

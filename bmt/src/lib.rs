@@ -32,6 +32,7 @@ mod metrics;
 mod options;
 mod page;
 mod pager;
+mod preload;
 mod rollback;
 mod session;
 pub mod sim;

@@ -212,6 +212,8 @@ pub struct IoStats {
     pub page_cache_misses: u64,
     /// Pages read into the cache ahead of use, many at a time (commits, warm-up).
     pub pages_read_ahead: u64,
+    /// Pages read into the cache by the preload at open (see [`crate::Options::preload`]).
+    pub pages_preloaded: u64,
     /// Bytes read from the file by single reads and overflow extents (not read-ahead).
     pub bytes_read: u64,
     /// Bytes written to the data file.

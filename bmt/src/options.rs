@@ -28,6 +28,7 @@ pub struct Options {
     pub(crate) value_hasher: Arc<dyn ValueHasher>,
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) warm_up: bool,
+    pub(crate) preload: bool,
     pub(crate) write_ahead_log: bool,
     pub(crate) wal_size: u64,
 }
@@ -50,6 +51,7 @@ impl fmt::Debug for Options {
             .field("value_hasher", &self.value_hasher.name())
             .field("storage", &self.storage)
             .field("warm_up", &self.warm_up)
+            .field("preload", &self.preload)
             .field("write_ahead_log", &self.write_ahead_log)
             .field("wal_size", &self.wal_size)
             .finish()
@@ -76,6 +78,7 @@ impl Options {
             value_hasher: Arc::new(Blake2bValueHasher),
             storage: Arc::new(FileStorage::default()),
             warm_up: false,
+            preload: true,
             write_ahead_log: true,
             wal_size: 8 << 20,
         }
@@ -124,6 +127,18 @@ impl Options {
     /// cached, it only costs the thread's lookups. Results are the same either way.
     pub fn warm_up(mut self, on: bool) -> Self {
         self.warm_up = on;
+        self
+    }
+
+    /// Whether open starts a thread that reads the data file into the page cache, if the
+    /// file fits in it (default true), so that a restarted node's first reads and commits
+    /// find their pages cached instead of reading them one at a time. The file is read in
+    /// order, 256 KiB at a time, each read under the writer's lock (a commit waits for at
+    /// most one of them); it fills only free room in the cache, and a page a reader or commit
+    /// cached first is kept. A file larger than the cache is not read. Results are the same
+    /// either way; [`crate::Nomt::wait_for_preload`] waits for it to finish.
+    pub fn preload(mut self, on: bool) -> Self {
+        self.preload = on;
         self
     }
 

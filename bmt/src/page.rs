@@ -51,7 +51,7 @@ pub enum PageKind {
 }
 
 impl PageKind {
-    fn from_u8(b: u8) -> Option<Self> {
+    pub(crate) fn from_u8(b: u8) -> Option<Self> {
         Some(match b {
             1 => PageKind::Meta,
             2 => PageKind::BranchNode,

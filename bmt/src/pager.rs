@@ -39,6 +39,8 @@ pub struct IoCounters {
     pub syncs: AtomicU64,
     /// Pages read ahead by [`Pager::prefetch`].
     pub prefetched: AtomicU64,
+    /// Pages cached by [`Pager::preload`].
+    pub preloaded: AtomicU64,
 }
 
 impl IoCounters {
@@ -49,6 +51,7 @@ impl IoCounters {
             page_cache_hits: get(&self.cache_hits),
             page_cache_misses: get(&self.cache_misses),
             pages_read_ahead: get(&self.prefetched),
+            pages_preloaded: get(&self.preloaded),
             bytes_read: get(&self.bytes_read),
             bytes_written: get(&self.bytes_written),
             data_syncs: get(&self.syncs),
@@ -72,6 +75,8 @@ pub struct Pager {
     /// Pages of commits made durable by the write-ahead log, not yet written to the file
     /// (see [`crate::wal`]); reads that miss the cache find them here.
     deferred: Mutex<rustc_hash::FxHashMap<u64, Deferred>>,
+    /// Writes submitted (see [`Pager::writes_submitted`]).
+    writes_submitted: AtomicU64,
     /// I/O counters.
     pub counters: IoCounters,
 }
@@ -100,6 +105,7 @@ impl Pager {
                 .is_none()
                 .then(|| IoThreads::start(if has_fd { IO_THREADS } else { IO_THREADS_NO_FD })),
             uring,
+            writes_submitted: AtomicU64::new(0),
             counters: IoCounters::default(),
         }
     }
@@ -401,6 +407,7 @@ impl Pager {
         self.counters
             .bytes_written
             .fetch_add(bytes as u64, Ordering::Relaxed);
+        self.writes_submitted.fetch_add(1, Ordering::Relaxed);
         batch.add();
         let job = Job {
             file: self.file.clone(),
@@ -532,6 +539,66 @@ impl Pager {
         self.wait(&batch)
     }
 
+    /// Reads pages `start..start + buf.len()` in one read, for the preload (see
+    /// [`crate::preload`]); the caller keeps the range within the file. A failed read poisons
+    /// the handle.
+    pub fn read_for_preload(&self, start: u64, buf: &mut [PageBuf]) -> Result<()> {
+        self.check_poisoned()?;
+        self.file
+            .read_exact_at(extent_bytes_mut(buf), start * PAGE_SIZE as u64)
+            .map_err(|e| self.io_error(e))
+    }
+
+    /// Writes submitted to the file so far (each write adds one): a preload read is the
+    /// file's current bytes only if no write was submitted or in flight while it ran.
+    pub fn writes_submitted(&self) -> u64 {
+        self.writes_submitted.load(Ordering::Relaxed)
+    }
+
+    /// Caches each page of `buf` (pages `start..`, read by [`Pager::read_for_preload`] while
+    /// no write could change them) that is a B+tree or trie page passing the checks a read
+    /// from the file makes (its header and checksum, and `validate`), unless that page number
+    /// is cached already or deferred (its bytes in the file are old), or the cache has no
+    /// room for it: nothing is replaced or evicted. The caller holds the writer's lock.
+    /// Returns the pages cached.
+    pub fn cache_preloaded(
+        &self,
+        start: u64,
+        buf: &[PageBuf],
+        validate: fn(PageKind, &PageBuf) -> Result<(), String>,
+    ) -> u64 {
+        let deferred = self.deferred.lock();
+        let mut cached = 0;
+        for (pgno, page) in (start..).zip(buf.iter()) {
+            let Some(kind) = PageKind::from_u8(page.bytes()[4]) else {
+                continue;
+            };
+            if !matches!(
+                kind,
+                PageKind::BranchNode | PageKind::LeafNode | PageKind::Trie
+            ) || deferred.contains_key(&pgno)
+                || self.cache.contains(pgno)
+                || page::verify(page.bytes(), kind, pgno, None).is_err()
+                || validate(kind, page).is_err()
+            {
+                continue;
+            }
+            let mut copy = PageBuf::scratch();
+            copy.bytes_mut().copy_from_slice(page.bytes());
+            match self.cache.insert_if_room(pgno, Arc::new(copy)) {
+                None => cached += 1,
+                Some(back) => recycle(back),
+            }
+        }
+        self.counters.preloaded.fetch_add(cached, Ordering::Relaxed);
+        cached
+    }
+
+    /// The most pages the cache holds.
+    pub fn cache_capacity(&self) -> usize {
+        self.cache.capacity()
+    }
+
     /// The pages `refs` point to (each of kind `kinds.0` or `kinds.1`, checked as by
     /// [`Pager::read_either`]), in order: those in the cache at once, the others read many
     /// at a time first ([`Pager::prefetch`]). One cache lookup for a cached page, where a
@@ -589,6 +656,7 @@ impl Pager {
     /// Writes one page outside the cache (meta slots), and waits for it.
     pub fn write_uncached(&self, pgno: u64, page: &PageBuf) -> Result<()> {
         self.check_poisoned()?;
+        self.writes_submitted.fetch_add(1, Ordering::Relaxed);
         self.file
             .write_all_at(page.bytes(), pgno * PAGE_SIZE as u64)
             .map_err(|e| self.io_error(e))?;
@@ -823,5 +891,114 @@ impl IoThreads {
                 });
         }
         IoThreads { sender }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::io::{MemStorage, Storage};
+
+    fn pager(cache_bytes: u64) -> Pager {
+        let storage = MemStorage::new();
+        let file = storage.open(Path::new("/db/data"), true, true).unwrap();
+        Pager::new(
+            file,
+            Path::new("/db/data"),
+            cache_bytes,
+            Arc::new(AtomicBool::new(false)),
+        )
+    }
+
+    /// A sealed page of `kind` at `pgno`, its bytes marked with `tag`; and its reference.
+    fn page(kind: PageKind, pgno: u64, tag: u8) -> (SharedPage, PageRef) {
+        let mut p = PageBuf::scratch();
+        p.bytes_mut().fill(0);
+        p.bytes_mut()[100] = tag;
+        let crc = p.seal(kind, 100, 1, pgno);
+        (Arc::new(p), PageRef { pgno, crc })
+    }
+
+    fn accept(_: PageKind, _: &PageBuf) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn tag(pager: &Pager, r: PageRef) -> u8 {
+        pager
+            .read_with(r, PageKind::LeafNode, |_| Ok(()))
+            .unwrap()
+            .bytes()[100]
+    }
+
+    #[test]
+    fn preloading_caches_only_what_the_file_holds_for_the_current_state() {
+        let pager = pager(1 << 20);
+        // Pages 2..10 in the file: leaves, then page 6 a free-list page and page 7 damaged.
+        let mut pages: Vec<(u64, SharedPage)> = (2..10)
+            .map(|pgno| (pgno, page(PageKind::LeafNode, pgno, pgno as u8).0))
+            .collect();
+        pages[4].1 = page(PageKind::FreeList, 6, 6).0;
+        pager.write_pages(pages).unwrap();
+        let mut damaged = PageBuf::scratch();
+        damaged
+            .bytes_mut()
+            .copy_from_slice(page(PageKind::LeafNode, 7, 7).0.bytes());
+        damaged.bytes_mut()[200] ^= 1;
+        pager.write_uncached(7, &damaged).unwrap();
+        for pgno in 2..10 {
+            pager.cache.remove(pgno);
+        }
+        // Page 3 is cached with newer bytes than the file's (a reader's copy is never
+        // replaced); page 4 is held back by the write-ahead log and was evicted since (the
+        // file's bytes at 4 are old: they must not come back).
+        let (new3, ref3) = page(PageKind::LeafNode, 3, 33);
+        pager.cache.insert(3, new3);
+        let (new4, ref4) = page(PageKind::LeafNode, 4, 44);
+        pager.defer_pages(vec![(4, new4)]);
+        pager.cache.remove(4);
+
+        let mut buf = zeroed_extent(8);
+        pager.read_for_preload(2, &mut buf).unwrap();
+        let cached = pager.cache_preloaded(2, &buf, accept);
+        // 2, 5, 8, 9: not 3 (cached), 4 (deferred), 6 (not a tree page), 7 (damaged).
+        assert_eq!(cached, 4);
+        assert_eq!(pager.counters.snapshot().pages_preloaded, 4);
+        for pgno in [2, 5, 8, 9] {
+            assert!(pager.cache.contains(pgno), "{pgno}");
+        }
+        for pgno in [4, 6, 7] {
+            assert!(!pager.cache.contains(pgno), "{pgno}");
+        }
+        assert_eq!(tag(&pager, ref3), 33);
+        assert_eq!(tag(&pager, ref4), 44);
+        let misses = pager.counters.snapshot().page_cache_misses;
+        assert_eq!(tag(&pager, page(PageKind::LeafNode, 8, 8).1), 8);
+        assert_eq!(pager.counters.snapshot().page_cache_misses, misses);
+
+        // Pages failing the structure's own check stay out.
+        for pgno in 2..10 {
+            pager.cache.remove(pgno);
+        }
+        let reject = |_: PageKind, _: &PageBuf| Err("no".to_string());
+        assert_eq!(pager.cache_preloaded(2, &buf, reject), 0);
+    }
+
+    #[test]
+    fn preloading_never_evicts() {
+        // 16 pages of cache (the least), 64 pages in the file.
+        let pager = pager(64 << 10);
+        let pages: Vec<(u64, SharedPage)> = (2..66)
+            .map(|pgno| (pgno, page(PageKind::LeafNode, pgno, 1).0))
+            .collect();
+        pager.write_pages(pages).unwrap();
+        // The writes cached what fits; the preload finds no room and replaces nothing.
+        let before: Vec<u64> = (2..66).filter(|p| pager.cache.contains(*p)).collect();
+        let mut buf = zeroed_extent(64);
+        pager.read_for_preload(2, &mut buf).unwrap();
+        assert_eq!(pager.cache_preloaded(2, &buf, accept), 0);
+        let after: Vec<u64> = (2..66).filter(|p| pager.cache.contains(*p)).collect();
+        assert_eq!(before, after);
     }
 }

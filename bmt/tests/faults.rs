@@ -69,6 +69,9 @@ fn options(storage: Arc<dyn Storage>) -> Options {
         .elide_below(4)
         // A small write-ahead log: it fills, and checkpoints, within the workload.
         .write_ahead_log_size(8 * 1024)
+        // Faults are chosen by call number: no thread of its own may read meanwhile (the
+        // preload's failures are tested in preload.rs).
+        .preload(false)
 }
 
 /// Runs the workload on `storage`; returns the acknowledged state, the state the step in
