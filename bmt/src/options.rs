@@ -133,9 +133,9 @@ impl Options {
     /// Whether open starts a thread that reads the data file into the page cache, if the
     /// file fits in it (default true), so that a restarted node's first reads and commits
     /// find their pages cached instead of reading them one at a time. The file is read in
-    /// order, 256 KiB at a time, each read under the writer's lock (a commit waits for at
-    /// most one of them); it fills only free room in the cache, and a page a reader or commit
-    /// cached first is kept. A file larger than the cache is not read. Results are the same
+    /// order, 256 KiB at a time, without holding up commits (a read that a commit's writes
+    /// may have overtaken is made again); it fills only free room in the cache, and a page a
+    /// reader or commit cached first is kept. A file larger than the cache is not read. Results are the same
     /// either way; [`crate::Nomt::wait_for_preload`] waits for it to finish.
     pub fn preload(mut self, on: bool) -> Self {
         self.preload = on;
