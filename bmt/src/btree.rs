@@ -8,7 +8,7 @@
 //! The tree is never modified in place. A commit applies a sorted batch of changes in one
 //! pass ([`update`]): every leaf with changes is rebuilt (merged, split or joined with a
 //! neighbour), every branch above it is rebuilt, and the result is a tree of new in-memory
-//! nodes hanging off unchanged on-disk pages. [`write`] then gives the new nodes fresh page
+//! nodes hanging off unchanged on-disk pages. [`write()`] then gives the new nodes fresh page
 //! numbers, children before parents (a parent records each child's page number and checksum),
 //! and the replaced pages are reported as freed.
 //!
@@ -741,7 +741,7 @@ impl Cursor {
     }
 }
 
-/// [`range`] through a cursor kept from earlier scans.
+/// `range` through a cursor kept from earlier scans.
 pub fn range_with(
     pager: &Pager,
     root: Option<PageRef>,

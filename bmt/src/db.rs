@@ -42,7 +42,7 @@ use crate::meta::{MAX_JOURNAL, Meta, MetaError, OneSync};
 use crate::metrics::{IoStats, Metrics};
 use crate::options::Options;
 use crate::page::{PAGE_REF_SIZE, PageBuf, PageKind, PageRef, SharedPage};
-use crate::pager::{Pager, WriteBatch};
+use crate::pager::{Pager, Preloaded, WriteBatch};
 use crate::preload::Preload;
 use crate::rollback::{LogOptions, LogState, ReverseDelta, RollbackLog};
 use crate::session::{Layer, Overlay, ReadSession, View, WriteSession, WriterGuard};
@@ -1298,43 +1298,58 @@ impl Inner {
         Ok(out)
     }
 
-    /// Preloads (see [`crate::preload`]) up to a chunk of pages from `next`, within the pages
-    /// in use and the file; returns how many pages were read, or `None` when there are none
-    /// left or the handle is closed or poisoned.
+    /// Plans the preload's next chunk (see [`crate::preload`]): up to `max` pages from `next`,
+    /// below `end` (the file's pages when the preload began: it does not chase a growing
+    /// file), the pages in use and the file's length. `None` when none are left or the
+    /// handle is closed or poisoned.
     ///
-    /// The chunk is read without the writer's lock, so that commits need not wait for the
-    /// device, between two holds of it: at the first no write is in flight (a commit or
-    /// checkpoint waits for its writes before it lets go of the lock); if no write was
-    /// submitted by the second, the bytes read are the file's current ones. If one was, the
-    /// chunk is read again under the lock. Its pages are cached under the lock.
-    pub(crate) fn preload_chunk(&self, next: u64, buf: &mut [PageBuf]) -> Result<Option<u64>> {
-        let (n, writes) = {
-            let space = self.writer.lock();
-            if self.check_usable().is_err() {
-                return Ok(None);
-            }
-            // Pages of logged commits may lie past the end of the file until a checkpoint.
-            let end = space.page_count.min(self.pager.file_pages()?);
-            if next >= end {
-                return Ok(None);
-            }
-            (
-                (end - next).min(buf.len() as u64),
-                self.pager.writes_submitted(),
-            )
-        };
-        let buf = &mut buf[..n as usize];
-        self.pager.read_for_preload(next, buf)?;
+    /// The chunk is then read without the writer's lock, so that commits need not wait for
+    /// the device, and cached by [`Inner::preload_cache`] under it. Here no write is in
+    /// flight (a commit or checkpoint waits for its writes before it lets go of the lock), so
+    /// if no write is submitted by then, the bytes read are the file's current ones.
+    pub(crate) fn preload_plan(
+        &self,
+        next: u64,
+        end: u64,
+        max: usize,
+    ) -> Result<Option<PreloadChunk>> {
+        let space = self.writer.lock();
+        if self.check_usable().is_err() {
+            return Ok(None);
+        }
+        // Pages of logged commits may lie past the end of the file until a checkpoint.
+        let end = end.min(space.page_count).min(self.pager.file_pages()?);
+        if next >= end {
+            return Ok(None);
+        }
+        Ok(Some(PreloadChunk {
+            start: next,
+            pages: (end - next).min(max as u64),
+            writes: self.pager.writes_submitted(),
+        }))
+    }
+
+    /// Caches the pages of `chunk`, read into `buf` since [`Inner::preload_plan`] planned it,
+    /// under the writer's lock: first read again if a write was submitted meanwhile (its
+    /// bytes may be older than the file's). `None` if the handle was closed or poisoned
+    /// meanwhile. A failed read poisons nothing (see [`Pager::read_for_preload`]).
+    pub(crate) fn preload_cache(
+        &self,
+        chunk: &PreloadChunk,
+        buf: &mut [PageBuf],
+    ) -> std::io::Result<Option<Preloaded>> {
         let _space = self.writer.lock();
         if self.check_usable().is_err() {
             return Ok(None);
         }
-        if self.pager.writes_submitted() != writes {
-            self.pager.read_for_preload(next, buf)?;
+        if self.pager.writes_submitted() != chunk.writes {
+            self.pager.read_for_preload(chunk.start, buf)?;
         }
-        self.pager
-            .cache_preloaded(next, buf, crate::preload::validate);
-        Ok(Some(n))
+        Ok(Some(self.pager.cache_preloaded(
+            chunk.start,
+            buf,
+            crate::preload::validate,
+        )))
     }
 
     /// Pages read ahead into the cache so far.
@@ -1927,6 +1942,15 @@ struct TriePaths {
     range_ends: Vec<Key>,
 }
 
+/// A chunk of the data file for the preload to read: pages `start..start + pages`, planned
+/// when the pager had been given `writes` writes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PreloadChunk {
+    pub(crate) start: u64,
+    pub(crate) pages: u64,
+    writes: u64,
+}
+
 /// What a commit's lookups found, so that its trie update reads neither the page table nor
 /// the flat store's upper levels again.
 #[derive(Debug)]
@@ -2147,9 +2171,16 @@ impl Nomt {
         self.inner.close()
     }
 
+    /// The shared state, for the crate's own tests.
+    #[cfg(test)]
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
     /// Waits until the preload that open started has read the data file into the page cache
     /// (see [`Options::preload`]); returns at once if there is none, or once the handle is
-    /// closed.
+    /// closed or the preload stopped. Not from a [`Nomt::check`] progress callback: `check`
+    /// holds the writer's lock, which the preload needs to finish.
     pub fn wait_for_preload(&self) {
         self.inner.preload.wait();
     }

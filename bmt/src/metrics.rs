@@ -214,7 +214,12 @@ pub struct IoStats {
     pub pages_read_ahead: u64,
     /// Pages read into the cache by the preload at open (see [`crate::Options::preload`]).
     pub pages_preloaded: u64,
-    /// Bytes read from the file by single reads and overflow extents (not read-ahead).
+    /// Reads of the preload that failed. The preload stops at the first; the handle is not
+    /// poisoned (the pages may be free ones, which nothing else reads), and a read of the
+    /// same pages by a reader or commit then meets the error itself.
+    pub preload_read_errors: u64,
+    /// Bytes read from the file by single reads, overflow extents and the preload (not
+    /// read-ahead).
     pub bytes_read: u64,
     /// Bytes written to the data file.
     pub bytes_written: u64,

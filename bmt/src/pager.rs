@@ -39,8 +39,19 @@ pub struct IoCounters {
     pub syncs: AtomicU64,
     /// Pages read ahead by [`Pager::prefetch`].
     pub prefetched: AtomicU64,
-    /// Pages cached by [`Pager::preload`].
+    /// Pages cached by [`Pager::cache_preloaded`].
     pub preloaded: AtomicU64,
+    /// Preload reads that failed (the preload then stopped).
+    pub preload_errors: AtomicU64,
+}
+
+/// What [`Pager::cache_preloaded`] did with a chunk.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Preloaded {
+    /// Pages cached.
+    pub cached: u64,
+    /// Whether a page that could have been cached found no room.
+    pub no_room: bool,
 }
 
 impl IoCounters {
@@ -52,6 +63,7 @@ impl IoCounters {
             page_cache_misses: get(&self.cache_misses),
             pages_read_ahead: get(&self.prefetched),
             pages_preloaded: get(&self.preloaded),
+            preload_read_errors: get(&self.preload_errors),
             bytes_read: get(&self.bytes_read),
             bytes_written: get(&self.bytes_written),
             data_syncs: get(&self.syncs),
@@ -540,13 +552,19 @@ impl Pager {
     }
 
     /// Reads pages `start..start + buf.len()` in one read, for the preload (see
-    /// [`crate::preload`]); the caller keeps the range within the file. A failed read poisons
-    /// the handle.
-    pub fn read_for_preload(&self, start: u64, buf: &mut [PageBuf]) -> Result<()> {
-        self.check_poisoned()?;
+    /// [`crate::preload`]); the caller keeps the range within the file. A failed read is
+    /// counted and returned but does not poison the handle: the preload reads free pages too,
+    /// which nothing else would read, and it is only an optimisation.
+    pub fn read_for_preload(&self, start: u64, buf: &mut [PageBuf]) -> std::io::Result<()> {
+        let bytes = extent_bytes_mut(buf);
+        self.counters
+            .bytes_read
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         self.file
-            .read_exact_at(extent_bytes_mut(buf), start * PAGE_SIZE as u64)
-            .map_err(|e| self.io_error(e))
+            .read_exact_at(bytes, start * PAGE_SIZE as u64)
+            .inspect_err(|_| {
+                self.counters.preload_errors.fetch_add(1, Ordering::Relaxed);
+            })
     }
 
     /// Writes submitted to the file so far (each write adds one): a preload read is the
@@ -560,38 +578,55 @@ impl Pager {
     /// from the file makes (its header and checksum, and `validate`), unless that page number
     /// is cached already or deferred (its bytes in the file are old), or the cache has no
     /// room for it: nothing is replaced or evicted. The caller holds the writer's lock.
-    /// Returns the pages cached.
+    ///
+    /// The pages are checked before the deferred pages' lock is taken, so that readers
+    /// looking for a deferred page do not wait for the checksums.
     pub fn cache_preloaded(
         &self,
         start: u64,
         buf: &[PageBuf],
         validate: fn(PageKind, &PageBuf) -> Result<(), String>,
-    ) -> u64 {
+    ) -> Preloaded {
+        let candidates: Vec<(u64, &PageBuf)> = (start..)
+            .zip(buf.iter())
+            .filter(|(pgno, page)| {
+                PageKind::from_u8(page.bytes()[4]).is_some_and(|kind| {
+                    matches!(
+                        kind,
+                        PageKind::BranchNode | PageKind::LeafNode | PageKind::Trie
+                    ) && !self.cache.contains(*pgno)
+                        && page::verify(page.bytes(), kind, *pgno, None).is_ok()
+                        && validate(kind, page).is_ok()
+                })
+            })
+            .collect();
         let deferred = self.deferred.lock();
-        let mut cached = 0;
-        for (pgno, page) in (start..).zip(buf.iter()) {
-            let Some(kind) = PageKind::from_u8(page.bytes()[4]) else {
-                continue;
-            };
-            if !matches!(
-                kind,
-                PageKind::BranchNode | PageKind::LeafNode | PageKind::Trie
-            ) || deferred.contains_key(&pgno)
-                || self.cache.contains(pgno)
-                || page::verify(page.bytes(), kind, pgno, None).is_err()
-                || validate(kind, page).is_err()
-            {
+        let mut out = Preloaded::default();
+        for (pgno, page) in candidates {
+            if deferred.contains_key(&pgno) {
                 continue;
             }
             let mut copy = PageBuf::scratch();
             copy.bytes_mut().copy_from_slice(page.bytes());
             match self.cache.insert_if_room(pgno, Arc::new(copy)) {
-                None => cached += 1,
-                Some(back) => recycle(back),
+                None => out.cached += 1,
+                Some(back) => {
+                    // Taken meanwhile by a reader's copy, or no room in its shard.
+                    out.no_room |= !self.cache.contains(pgno);
+                    recycle(back);
+                }
             }
         }
-        self.counters.preloaded.fetch_add(cached, Ordering::Relaxed);
-        cached
+        self.counters
+            .preloaded
+            .fetch_add(out.cached, Ordering::Relaxed);
+        out
+    }
+
+    /// The page cache, for tests that arrange what it holds.
+    #[cfg(test)]
+    pub fn page_cache(&self) -> &PageCache {
+        &self.cache
     }
 
     /// The most pages the cache holds.
@@ -961,9 +996,15 @@ mod tests {
 
         let mut buf = zeroed_extent(8);
         pager.read_for_preload(2, &mut buf).unwrap();
-        let cached = pager.cache_preloaded(2, &buf, accept);
+        let done = pager.cache_preloaded(2, &buf, accept);
         // 2, 5, 8, 9: not 3 (cached), 4 (deferred), 6 (not a tree page), 7 (damaged).
-        assert_eq!(cached, 4);
+        assert_eq!(
+            done,
+            Preloaded {
+                cached: 4,
+                no_room: false
+            }
+        );
         assert_eq!(pager.counters.snapshot().pages_preloaded, 4);
         for pgno in [2, 5, 8, 9] {
             assert!(pager.cache.contains(pgno), "{pgno}");
@@ -982,7 +1023,7 @@ mod tests {
             pager.cache.remove(pgno);
         }
         let reject = |_: PageKind, _: &PageBuf| Err("no".to_string());
-        assert_eq!(pager.cache_preloaded(2, &buf, reject), 0);
+        assert_eq!(pager.cache_preloaded(2, &buf, reject), Preloaded::default());
     }
 
     #[test]
@@ -997,7 +1038,9 @@ mod tests {
         let before: Vec<u64> = (2..66).filter(|p| pager.cache.contains(*p)).collect();
         let mut buf = zeroed_extent(64);
         pager.read_for_preload(2, &mut buf).unwrap();
-        assert_eq!(pager.cache_preloaded(2, &buf, accept), 0);
+        let done = pager.cache_preloaded(2, &buf, accept);
+        assert_eq!(done.cached, 0);
+        assert!(done.no_room);
         let after: Vec<u64> = (2..66).filter(|p| pager.cache.contains(*p)).collect();
         assert_eq!(before, after);
     }

@@ -1,9 +1,9 @@
 //! A group of writes (or reads ahead) handed to the I/O threads, that one thread waits for
 //! together: a countdown latch that also keeps the first error.
 //!
-//! It is the one piece of synchronisation in the engine built by hand from a mutex and a
-//! condition variable (everything else is a plain lock or a one-shot atomic flag), so it is
-//! model-checked with loom: `RUSTFLAGS="--cfg loom" cargo test -p bmt --lib write_batch`
+//! It is the one latch in the engine built by hand from a mutex and a condition variable
+//! (everything else is a plain lock, a one-shot atomic flag, or the preload's "finished"
+//! flag, set once), so it is model-checked with loom: `RUSTFLAGS="--cfg loom" cargo test -p bmt --lib write_batch`
 //! explores every interleaving of submitters, I/O threads and the waiter.
 
 #[cfg(loom)]

@@ -1,14 +1,17 @@
 //! The handle's contract: typed errors for bad input, locking, closing, poisoning, recovery,
 //! large values, deferred durability, and an open that reads no data.
 
+mod wrapped;
+
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use bmt::io::{DirLock, MemStorage, Storage, StorageFile};
+use bmt::io::{MemStorage, Storage, StorageFile};
 use bmt::{Error, Key, Nomt, Options};
 use bmt_core::{KeyError, ReferenceTrie};
+use wrapped::WrappedStorage;
 
 fn mem_options(storage: &MemStorage) -> Options {
     Options::new("/db").storage(Arc::new(storage.clone()))
@@ -216,10 +219,10 @@ fn corrupted_pages_give_errors_not_wrong_data() {
     }
 }
 
-/// A storage that fails every write once `fail` is set.
+/// A storage that fails every write once `fail` is set, and counts the bytes read.
 #[derive(Debug, Clone)]
 struct Failing {
-    inner: MemStorage,
+    storage: WrappedStorage,
     fail: Arc<AtomicBool>,
     bytes_read: Arc<AtomicU64>,
 }
@@ -227,11 +230,26 @@ struct Failing {
 impl Failing {
     /// In-memory files, not failing yet, with nothing read.
     fn new() -> Self {
+        let fail = Arc::new(AtomicBool::new(false));
+        let bytes_read = Arc::new(AtomicU64::new(0));
+        let (f, b) = (fail.clone(), bytes_read.clone());
+        let storage = WrappedStorage::new(MemStorage::new(), move |_, inner| {
+            Arc::new(FailingFile {
+                inner,
+                fail: f.clone(),
+                bytes_read: b.clone(),
+            })
+        });
         Failing {
-            inner: MemStorage::new(),
-            fail: Arc::new(AtomicBool::new(false)),
-            bytes_read: Arc::new(AtomicU64::new(0)),
+            storage,
+            fail,
+            bytes_read,
         }
+    }
+
+    /// The storage, for `Options::storage`.
+    fn storage(&self) -> Arc<dyn Storage> {
+        Arc::new(self.storage.clone())
     }
 }
 
@@ -268,38 +286,10 @@ impl StorageFile for FailingFile {
     }
 }
 
-impl Storage for Failing {
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(path)
-    }
-    fn open(&self, path: &Path, create: bool, direct: bool) -> io::Result<Arc<dyn StorageFile>> {
-        Ok(Arc::new(FailingFile {
-            inner: self.inner.open(path, create, direct)?,
-            fail: self.fail.clone(),
-            bytes_read: self.bytes_read.clone(),
-        }))
-    }
-    fn exists(&self, path: &Path) -> io::Result<bool> {
-        self.inner.exists(path)
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove_file(path)
-    }
-    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
-        self.inner.list_dir(path)
-    }
-    fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        self.inner.sync_dir(path)
-    }
-    fn try_lock(&self, dir: &Path) -> io::Result<Option<Box<dyn DirLock>>> {
-        self.inner.try_lock(dir)
-    }
-}
-
 #[test]
 fn an_io_error_poisons_the_handle_and_reopen_recovers() {
     let storage = Failing::new();
-    let options = Options::new("/db").storage(Arc::new(storage.clone()));
+    let options = Options::new("/db").storage(storage.storage());
     let db = Nomt::open(options.clone()).unwrap();
     for i in 0..100 {
         db.insert(key(i), b"first").unwrap();
@@ -366,7 +356,7 @@ fn opening_a_million_keys_reads_no_data() {
     let storage = Failing::new();
     // Open itself reads no data; the preload (a thread, after open) would.
     let options = Options::new("/db")
-        .storage(Arc::new(storage.clone()))
+        .storage(storage.storage())
         .preload(false);
     let root = {
         let db = Nomt::open(options.clone()).unwrap();
@@ -443,7 +433,7 @@ fn free_list_journal_survives_reopens_and_space_is_reused() {
 #[test]
 fn warm_up_reads_the_pages_of_staged_writes_and_changes_nothing_else() {
     let storage = Failing::new();
-    let options = Options::new("/db").storage(Arc::new(storage.clone()));
+    let options = Options::new("/db").storage(storage.storage());
     let mut model = std::collections::BTreeMap::new();
     {
         let db = Nomt::open(options.clone()).unwrap();
@@ -498,7 +488,7 @@ fn io_stats_count_cache_hits_misses_and_the_bytes_that_reached_the_file() {
     // A cache far smaller than the data: reads go to the file, and each counts once.
     let storage = Failing::new();
     let options = Options::new("/db")
-        .storage(Arc::new(storage.clone()))
+        .storage(storage.storage())
         .page_cache_size(64 * 4096);
     {
         let db = Nomt::open(options.clone()).unwrap();
