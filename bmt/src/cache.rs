@@ -206,6 +206,17 @@ impl PageCache {
         Some(slot.page)
     }
 
+    /// Removes the page `pgno` if `stale` says so of its bytes.
+    pub fn remove_if(&self, pgno: u64, stale: impl Fn(&PageBuf) -> bool) -> Option<SharedPage> {
+        let mut shard = self.shard(pgno).write();
+        if !shard.slots.get(&pgno).is_some_and(|s| stale(&s.page)) {
+            return None;
+        }
+        let slot = shard.slots.remove(&pgno)?;
+        shard.compact_clock();
+        Some(slot.page)
+    }
+
     /// The number of cached pages.
     #[cfg(test)]
     fn len(&self) -> usize {

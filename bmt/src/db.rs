@@ -864,7 +864,7 @@ impl Inner {
                 self.checkpoint(space, base)?;
             }
         }
-        self.release_pending(space, base);
+        let released = self.release_pending(space, base);
         let mut stats = CommitStats::default();
         let mut clock = std::time::Instant::now();
         let mut lap = |slot: &mut std::time::Duration| {
@@ -1203,6 +1203,9 @@ impl Inner {
         }
         // Wait for every write, then make them durable (with the meta record), or append the
         // commit to the write-ahead log and sync that.
+        // While the writes are in flight: the old copies of the pages freed when the commit
+        // began. (If the commit fails before this, they stay cached: harmless, as above.)
+        self.pager.forget_cached_before(&released, seq);
         self.pager.wait(&writes)?;
         lap(&mut stats.write);
         if let Some(meta) = &meta {
@@ -1535,8 +1538,11 @@ impl Inner {
     }
 
     /// Moves pending pages to the free space once nothing can read them: their commit is
-    /// durable, and no reader holds a state older than that commit.
-    fn release_pending(&self, space: &mut Space, current: &Arc<Version>) {
+    /// durable, and no reader holds a state older than that commit. Returns the runs freed,
+    /// whose cached copies the commit drops while it waits for its writes
+    /// ([`Pager::forget_cached_before`]): one cache removal per freed page, thousands for a
+    /// large commit, is then off its critical path.
+    fn release_pending(&self, space: &mut Space, current: &Arc<Version>) -> Vec<(u64, u64)> {
         let oldest_reader = self.oldest_reader(current);
         let durable = space.durable_seq;
         let mut keep = Vec::new();
@@ -1551,6 +1557,7 @@ impl Inner {
         space.pending = keep;
         // Coalesce first: one free-space update per run of adjacent pages.
         released.sort_unstable();
+        let mut runs = Vec::new();
         let mut i = 0;
         while i < released.len() {
             let (start, mut len) = released[i];
@@ -1558,12 +1565,12 @@ impl Inner {
                 i += 1;
                 len += released[i].1;
             }
-            for p in start..start + len {
-                self.pager.forget(p);
-            }
             space.free.free(start, len);
+            runs.push((start, len));
             i += 1;
         }
+        self.pager.forget_deferred(&runs);
+        runs
     }
 
     /// Commits again the records open found in the write-ahead log (commits acknowledged

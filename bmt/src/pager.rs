@@ -713,16 +713,31 @@ impl Pager {
         Ok(self.file.size().map_err(|e| self.io_error(e))? / PAGE_SIZE as u64)
     }
 
-    /// Drops a page from the cache (when it is freed).
-    pub fn forget(&self, pgno: u64) {
-        {
-            let mut deferred = self.deferred.lock();
-            if !deferred.is_empty() {
+    /// Forgets the deferred copies of the pages of `runs` (`(first page, pages)`), which were
+    /// just freed; their cached copies go later ([`Pager::forget_cached_before`]).
+    pub fn forget_deferred(&self, runs: &[(u64, u64)]) {
+        let mut deferred = self.deferred.lock();
+        if deferred.is_empty() {
+            return;
+        }
+        for &(start, len) in runs {
+            for pgno in start..start + len {
                 deferred.remove(&pgno);
             }
         }
-        if let Some(page) = self.cache.remove(pgno) {
-            recycle(page);
+    }
+
+    /// Drops from the cache the pages of `runs` whose cached copy was written before commit
+    /// `seq`: pages freed when that commit began and not written again by it. Until then
+    /// their old copies are harmless: no state that can be read names them, and a page
+    /// written again is cached over its old copy.
+    pub fn forget_cached_before(&self, runs: &[(u64, u64)], seq: u64) {
+        for &(start, len) in runs {
+            for pgno in start..start + len {
+                if let Some(page) = self.cache.remove_if(pgno, |p| p.seq() < seq) {
+                    recycle(page);
+                }
+            }
         }
     }
 
@@ -1024,6 +1039,37 @@ mod tests {
         }
         let reject = |_: PageKind, _: &PageBuf| Err("no".to_string());
         assert_eq!(pager.cache_preloaded(2, &buf, reject), Preloaded::default());
+    }
+
+    #[test]
+    fn freed_pages_leave_the_cache_unless_the_commit_wrote_them_again() {
+        let pager = pager(1 << 20);
+        // Pages 2..6 cached as written by commit 1; then pages 4 and 5 are written again by
+        // commit 3 (the commit that freed 2..6 reused them), and 4 is also deferred.
+        for pgno in 2..6 {
+            pager
+                .cache
+                .insert(pgno, page(PageKind::LeafNode, pgno, 1).0);
+        }
+        let again = |pgno: u64| {
+            let mut p = PageBuf::scratch();
+            p.bytes_mut().fill(0);
+            p.seal(PageKind::LeafNode, 100, 3, pgno);
+            Arc::new(p)
+        };
+        pager.cache.insert(5, again(5));
+        pager.defer_pages(vec![(4, again(4))]);
+        pager.forget_deferred(&[(2, 2)]);
+        assert!(pager.deferred.lock().contains_key(&4));
+        pager.forget_deferred(&[(4, 1)]);
+        assert!(!pager.deferred.lock().contains_key(&4));
+        pager.forget_cached_before(&[(2, 4)], 3);
+        for pgno in [2, 3] {
+            assert!(!pager.cache.contains(pgno), "{pgno}");
+        }
+        for pgno in [4, 5] {
+            assert_eq!(pager.cache.get(pgno).unwrap().seq(), 3, "{pgno}");
+        }
     }
 
     #[test]
