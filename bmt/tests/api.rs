@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use bmt::io::{MemStorage, Storage, StorageFile};
 use bmt::{Error, Key, Nomt, Options};
 use bmt_core::{KeyError, ReferenceTrie};
-use wrapped::WrappedStorage;
+use wrapped::{Hooks, WrappedStorage};
 
 fn mem_options(storage: &MemStorage) -> Options {
     Options::new("/db").storage(Arc::new(storage.clone()))
@@ -232,14 +232,11 @@ impl Failing {
     fn new() -> Self {
         let fail = Arc::new(AtomicBool::new(false));
         let bytes_read = Arc::new(AtomicU64::new(0));
-        let (f, b) = (fail.clone(), bytes_read.clone());
-        let storage = WrappedStorage::new(MemStorage::new(), move |_, inner| {
-            Arc::new(FailingFile {
-                inner,
-                fail: f.clone(),
-                bytes_read: b.clone(),
-            })
+        let hooks: Arc<dyn Hooks> = Arc::new(FailingHooks {
+            fail: fail.clone(),
+            bytes_read: bytes_read.clone(),
         });
+        let storage = WrappedStorage::new(MemStorage::new(), move |_| Some(hooks.clone()));
         Failing {
             storage,
             fail,
@@ -253,36 +250,29 @@ impl Failing {
     }
 }
 
+/// Counts the bytes read; fails writes and syncs while `fail` is set.
 #[derive(Debug)]
-struct FailingFile {
-    inner: Arc<dyn StorageFile>,
+struct FailingHooks {
     fail: Arc<AtomicBool>,
     bytes_read: Arc<AtomicU64>,
 }
 
-impl StorageFile for FailingFile {
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.bytes_read
-            .fetch_add(buf.len() as u64, Ordering::Relaxed);
-        self.inner.read_exact_at(buf, offset)
+impl Hooks for FailingHooks {
+    fn before_read(&self, len: usize) -> io::Result<()> {
+        self.bytes_read.fetch_add(len as u64, Ordering::Relaxed);
+        Ok(())
     }
-    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+    fn before_write(&self) -> io::Result<()> {
         if self.fail.load(Ordering::Relaxed) {
             return Err(io::Error::other("injected write failure"));
         }
-        self.inner.write_all_at(buf, offset)
+        Ok(())
     }
-    fn sync_data(&self) -> io::Result<()> {
+    fn before_sync(&self) -> io::Result<()> {
         if self.fail.load(Ordering::Relaxed) {
             return Err(io::Error::other("injected sync failure"));
         }
-        self.inner.sync_data()
-    }
-    fn size(&self) -> io::Result<u64> {
-        self.inner.size()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
+        Ok(())
     }
 }
 

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bmt::io::{MemStorage, StorageFile};
 use bmt::{Key, Nomt, Options};
 use common::{Rng, State, root_of};
-use wrapped::WrappedStorage;
+use wrapped::{Hooks, WrappedStorage};
 
 fn options(storage: &MemStorage) -> Options {
     Options::new("/db").storage(Arc::new(storage.clone()))
@@ -153,32 +153,19 @@ fn commits_and_reads_during_the_preload_see_the_committed_state() {
     db.check(&mut |_| {}).unwrap();
 }
 
-/// A data file that fails reads longer than 64 KiB (only the preload reads that much at once
-/// in a state without large values) while `fail` is set.
+/// Fails reads longer than 64 KiB (only the preload reads that much at once in a state
+/// without large values) while `fail` is set.
 #[derive(Debug)]
-struct FailingLongReadsFile {
-    inner: Arc<dyn StorageFile>,
+struct FailingLongReads {
     fail: Arc<AtomicBool>,
 }
 
-impl StorageFile for FailingLongReadsFile {
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        if buf.len() > 64 << 10 && self.fail.load(Ordering::Relaxed) {
+impl Hooks for FailingLongReads {
+    fn before_read(&self, len: usize) -> io::Result<()> {
+        if len > 64 << 10 && self.fail.load(Ordering::Relaxed) {
             return Err(io::Error::other("injected read failure"));
         }
-        self.inner.read_exact_at(buf, offset)
-    }
-    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.inner.write_all_at(buf, offset)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        self.inner.sync_data()
-    }
-    fn size(&self) -> io::Result<u64> {
-        self.inner.size()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
+        Ok(())
     }
 }
 
@@ -190,15 +177,10 @@ fn a_failed_preload_read_stops_the_preload_and_loses_nothing() {
     let mem = MemStorage::new();
     let mut state = build(&mem, 20_000);
     let fail = Arc::new(AtomicBool::new(true));
-    let on = fail.clone();
-    let storage = WrappedStorage::new(mem, move |path, inner| {
-        // The data file only (the write-ahead log is read in long reads at open).
-        let fail = if path.ends_with("data.bmt") {
-            on.clone()
-        } else {
-            Arc::new(AtomicBool::new(false))
-        };
-        Arc::new(FailingLongReadsFile { inner, fail })
+    let hooks: Arc<dyn Hooks> = Arc::new(FailingLongReads { fail: fail.clone() });
+    // The data file only (the write-ahead log is read in long reads at open).
+    let storage = WrappedStorage::new(mem, move |path| {
+        path.ends_with("data.bmt").then(|| hooks.clone())
     });
     let options = Options::new("/db").storage(Arc::new(storage));
     let db = Nomt::open(options.clone()).unwrap();
