@@ -1265,6 +1265,8 @@ impl Inner {
         reverse_wanted: bool,
     ) -> Result<Classified<'c>> {
         let mut out = Classified::default();
+        // The changed keys' leaves, hashed together at the end.
+        let mut leaves = Vec::new();
         for ((key, new), old) in entries.iter().zip(olds) {
             let old_entry = old
                 .as_ref()
@@ -1285,9 +1287,7 @@ impl Inner {
                     .transpose()?;
                 out.reverse.push((**key, prior));
             }
-            let change = TrieChange::between(**key, old_leaf.as_ref(), new_leaf);
-            out.delta += change.delta;
-            out.trie.push(change);
+            leaves.push((**key, old_leaf.is_some(), new_leaf));
             out.payloads.push(match new {
                 None => NewPayload::Delete,
                 Some(v) if v.len() <= flat::INLINE_MAX => {
@@ -1298,6 +1298,8 @@ impl Inner {
             out.keys.push(**key);
             out.olds.push(old.as_ref().and_then(btree::Payload::at));
         }
+        out.trie = TrieChange::between_many(&leaves);
+        out.delta = out.trie.iter().map(|c| c.delta).sum();
         Ok(out)
     }
 

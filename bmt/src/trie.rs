@@ -563,6 +563,30 @@ impl TrieChange {
             delta,
         }
     }
+
+    /// [`TrieChange::between`] of many keys, each given with whether it had a leaf and its new
+    /// leaf's value: the new leaves are hashed side by side (see [`blake2b_256_many`]).
+    pub fn between_many(changes: &[(Key, bool, Option<LeafValue>)]) -> Vec<TrieChange> {
+        let encoded: Vec<bmt_core::EncodedNode> = changes
+            .iter()
+            .filter_map(|(key, _, new)| new.map(|value| LeafNode { key: *key, value }.encode()))
+            .collect();
+        let mut hashes = vec![Hash::ZERO; encoded.len()];
+        blake2b_256_many(&encoded, &mut hashes);
+        let mut hashes = hashes.into_iter();
+        changes
+            .iter()
+            .map(|(key, had, new)| TrieChange {
+                key: *key,
+                leaf: new.and_then(|_| hashes.next()),
+                delta: match (had, new) {
+                    (false, Some(_)) => 1,
+                    (true, None) => -1,
+                    _ => 0,
+                },
+            })
+            .collect()
+    }
 }
 
 /// A page touched by an update.
