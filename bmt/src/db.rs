@@ -708,6 +708,8 @@ impl Inner {
     ) -> Result<(Committed, Arc<Version>)> {
         let started = std::time::Instant::now();
         let mut space = self.writer.lock();
+        // The warm-up thread's hints so far are for these changes, which the commit reads.
+        self.warm.commit_started();
         let page_count = space.page_count;
         let base = self.version();
         match self.commit_changes(&mut space, changes, action, &base, replay) {

@@ -124,7 +124,8 @@ impl Options {
     /// reads the pages their commit will need into the page cache while the caller goes on
     /// (default false). It pays off when the state is larger than the cache and writes are
     /// staged for a while before the commit (a block's transactions); with everything
-    /// cached, it only costs the thread's lookups. Results are the same either way.
+    /// cached, the thread looks up only a sample of the keys. Results are the same either
+    /// way.
     pub fn warm_up(mut self, on: bool) -> Self {
         self.warm_up = on;
         self
