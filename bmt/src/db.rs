@@ -1368,7 +1368,8 @@ impl Inner {
     /// would read first: the stored trie pages on their paths and the flat-store pages on
     /// their paths and around them (see [`crate::warm`]).
     pub(crate) fn read_ahead(&self, version: &Version, keys: &[Key]) -> Result<()> {
-        let paths = self.trie_paths(version, keys)?;
+        // On this thread: the thread pool is the commits'.
+        let paths = self.trie_paths_of(version, keys)?;
         self.pager
             .prefetch(&paths.refs, (PageKind::Trie, PageKind::Trie), |_, p| {
                 trie::validate_page(p)
@@ -1382,7 +1383,38 @@ impl Inner {
     /// Looks up, a layer at a time in the page table, the stored trie pages on the paths of
     /// sorted `keys`, and where each path's stored pages end, the range of flat-store keys the
     /// trie is rebuilt from there.
+    ///
+    /// Many keys are looked up in two halves side by side. A page on the paths of both halves
+    /// is on the path of the first half's last key, so the second half's copies of those
+    /// (at most one per layer) are dropped.
     fn trie_paths(&self, version: &Version, keys: &[Key]) -> Result<TriePaths> {
+        if keys.len() < PARALLEL_PATHS_MIN {
+            return self.trie_paths_of(version, keys);
+        }
+        let half = keys.len() / 2;
+        let (first, second) = rayon::join(
+            || self.trie_paths_of(version, &keys[..half]),
+            || self.trie_paths_of(version, &keys[half..]),
+        );
+        let (mut paths, second) = (first?, second?);
+        let last = keys[half - 1];
+        let shared: Vec<PageId> = (0..=trie::MAX_LAYER)
+            .map(|layer| trie::page_ids_at(std::slice::from_ref(&last), layer)[0].0)
+            .collect();
+        for (id, r) in second.ids.into_iter().zip(second.refs) {
+            if !shared.contains(&id) {
+                paths.ids.push(id);
+                paths.refs.push(r);
+            }
+        }
+        paths.range_ends.extend(second.range_ends);
+        paths.range_ends.sort_unstable();
+        paths.range_ends.dedup();
+        Ok(paths)
+    }
+
+    /// [`Inner::trie_paths`] on one thread.
+    fn trie_paths_of(&self, version: &Version, keys: &[Key]) -> Result<TriePaths> {
         let mut keys: Vec<Key> = keys.to_vec();
         let mut paths = TriePaths::default();
         for layer in 0..=trie::MAX_LAYER {
@@ -1743,6 +1775,9 @@ where
 
 /// Commits with fewer changes do their work on one thread.
 const PARALLEL_MIN: usize = 64;
+
+/// Fewer keys have their trie paths looked up on one thread (see [`Inner::trie_paths`]).
+const PARALLEL_PATHS_MIN: usize = 1024;
 
 /// The most changes a commit made durable by the write-ahead log may have: beyond a few
 /// hundred, its scattered pages cost less to write now than to keep.
