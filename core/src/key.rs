@@ -16,9 +16,28 @@ pub const KEY_LEN: usize = 31;
 /// Number of bits in a key; also the maximum depth of a leaf.
 pub const KEY_BITS: usize = KEY_LEN * 8;
 
-/// A 31-byte JAM state key.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+/// A 31-byte JAM state key. Keys order as their bytes do (the trie's order).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Key(pub [u8; KEY_LEN]);
+
+impl Ord for Key {
+    /// The bytes' lexicographic order, decided by the first eight bytes as one number when
+    /// they differ (almost always, for keys that are hashes): sorting and searching the
+    /// changes of a commit compare keys millions of times, and a comparison of byte slices
+    /// is a call to `memcmp`.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let head = |k: &Key| u64::from_be_bytes(k.0[..8].try_into().expect("31 bytes"));
+        head(self)
+            .cmp(&head(other))
+            .then_with(|| self.0[8..].cmp(&other.0[8..]))
+    }
+}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 /// A byte string could not be made into a [`Key`].
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -196,6 +215,33 @@ impl AsRef<[u8]> for Key {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_order_as_their_bytes() {
+        // Pairs that differ in each byte, in the first eight bytes or only after them.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let mut a = [0u8; KEY_LEN];
+            a.iter_mut().for_each(|b| *b = next() as u8);
+            let mut b = a;
+            let at = next() as usize % KEY_LEN;
+            b[at] = next() as u8;
+            if next() % 2 == 0 {
+                b[at..].iter_mut().for_each(|v| *v = next() as u8);
+            }
+            let (ka, kb) = (Key(a), Key(b));
+            assert_eq!(ka.cmp(&kb), a.cmp(&b), "{ka:?} {kb:?}");
+            assert_eq!(kb.cmp(&ka), b.cmp(&a));
+            assert_eq!(ka.partial_cmp(&kb), Some(a.cmp(&b)));
+            assert_eq!(ka.cmp(&ka), std::cmp::Ordering::Equal);
+        }
+    }
 
     #[test]
     fn lengths() {
