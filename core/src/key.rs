@@ -216,30 +216,29 @@ impl AsRef<[u8]> for Key {
 mod tests {
     use super::*;
 
-    #[test]
-    fn keys_order_as_their_bytes() {
-        // Pairs that differ in each byte, in the first eight bytes or only after them.
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        for _ in 0..20_000 {
-            let mut a = [0u8; KEY_LEN];
-            a.iter_mut().for_each(|b| *b = next() as u8);
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+
+        /// Pairs that differ at any byte (in the first eight or only after them), in that
+        /// byte alone or from it on.
+        #[test]
+        fn keys_order_as_their_bytes(
+            a: [u8; KEY_LEN],
+            at in 0..KEY_LEN,
+            byte: u8,
+            tail: [u8; KEY_LEN],
+            whole_tail: bool,
+        ) {
             let mut b = a;
-            let at = next() as usize % KEY_LEN;
-            b[at] = next() as u8;
-            if next() % 2 == 0 {
-                b[at..].iter_mut().for_each(|v| *v = next() as u8);
+            b[at] = byte;
+            if whole_tail {
+                b[at..].copy_from_slice(&tail[at..]);
             }
             let (ka, kb) = (Key(a), Key(b));
-            assert_eq!(ka.cmp(&kb), a.cmp(&b), "{ka:?} {kb:?}");
-            assert_eq!(kb.cmp(&ka), b.cmp(&a));
-            assert_eq!(ka.partial_cmp(&kb), Some(a.cmp(&b)));
-            assert_eq!(ka.cmp(&ka), std::cmp::Ordering::Equal);
+            proptest::prop_assert_eq!(ka.cmp(&kb), a.cmp(&b));
+            proptest::prop_assert_eq!(kb.cmp(&ka), b.cmp(&a));
+            proptest::prop_assert_eq!(ka.partial_cmp(&kb), Some(a.cmp(&b)));
+            proptest::prop_assert_eq!(ka.cmp(&ka), std::cmp::Ordering::Equal);
         }
     }
 
