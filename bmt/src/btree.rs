@@ -409,6 +409,24 @@ pub fn get(pager: &Pager, root: Option<PageRef>, key: &Key) -> Result<Option<Pay
     }
 }
 
+/// Where in a leaf holding the keys of `lo..=hi` the entry of a key whose first eight bytes
+/// are `k` likely is, so that it starts loading together with the page's header instead of
+/// after it (two dependent memory misses become about one: a warm `get` at 2^20 keys is
+/// mostly such misses). State keys are hashes, spread evenly, and leaves are packed nearly
+/// full in key order, so the entry sits about as far into the page as `k` is into `lo..=hi`;
+/// the window (four cache lines either side) covers the usual spread of a key's rank among
+/// some sixty entries. A wrong guess (a leaf half full after splits, long values, a branch
+/// page, whose references come before its separators) costs only a few wasted prefetches.
+fn entry_guess(k: u64, lo: u64, hi: u64) -> std::ops::Range<usize> {
+    const WINDOW: usize = 256;
+    if hi <= lo || !(lo..=hi).contains(&k) || hi - lo == u64::MAX {
+        return 0..0;
+    }
+    let into = u128::from(k - lo) * LEAF_SPACE as u128 / u128::from(hi - lo);
+    let at = HEADER_SIZE + into as usize;
+    at.saturating_sub(WINDOW)..at + WINDOW
+}
+
 /// `f` of the payload stored under `key`, the payload borrowed from the cached leaf (one
 /// cache lookup per level, no page reference taken: the fast path of a `get`).
 pub fn get_with<R>(
@@ -431,6 +449,7 @@ pub fn get_with<R>(
             PageKind::LeafNode,
             PageKind::BranchNode,
             validate_node,
+            entry_guess(head(&key.0), lo, hi),
             |p| {
                 if p.bytes()[4] == PageKind::LeafNode as u8 {
                     let (i, found) = leaf_search_within(p, 0, &key.0, lo, hi);

@@ -250,11 +250,14 @@ impl Pager {
         a: PageKind,
         b: PageKind,
         validate: impl Fn(PageKind, &PageBuf) -> Result<(), String>,
+        guess: std::ops::Range<usize>,
         f: impl Fn(&PageBuf) -> R,
     ) -> Result<R> {
         let hit = self.cache.with(r.pgno, |page| {
-            // The header with what follows it (a leaf's offsets), loaded together.
+            // The header with what follows it (a leaf's offsets), loaded together, and where
+            // the caller guesses it will look next.
             page.prefetch(0..192);
+            page.prefetch(guess);
             let k = page.bytes()[4];
             (page.stored_crc() == r.crc && (k == a as u8 || k == b as u8)).then(|| f(page))
         });
