@@ -306,6 +306,14 @@ fn leaf_search_within(p: &PageBuf, from: usize, key: &[u8], lo: u64, hi: u64) ->
     })
 }
 
+/// About `x * n / span` (`x <= span`, `n` a page's worth or less), from the top 32 bits of
+/// `span` and what `x` has at the same places: a guess needs no more precision, and a 64-bit
+/// division is several times cheaper than the 128-bit one the exact product would need.
+fn scale(x: u64, span: u64, n: usize) -> usize {
+    let shift = (u64::BITS - span.leading_zeros()).saturating_sub(32);
+    ((x >> shift) * n as u64 / (span >> shift).max(1)) as usize
+}
+
 /// The first index in `a..b` whose key (`key_at`) is greater than `key` (or, with `stop_at_equal`,
 /// not less than it, and whether it equals it), the keys being sorted and their first eight
 /// bytes within `lo..=hi`. State keys are hashes, spread evenly, so the index is guessed from
@@ -344,8 +352,7 @@ fn guided_search<'p>(
         if b <= a + 4 || !(lo..=hi).contains(&k) || hi - lo == u64::MAX {
             break;
         }
-        let span = u128::from(hi - lo) + 1;
-        let m = (a + (u128::from(k - lo) * (b - a) as u128 / span) as usize).min(b - 1);
+        let m = (a + scale(k - lo, hi - lo + 1, b - a)).min(b - 1);
         if guess == 0 {
             prefetch_around(m);
         }
@@ -422,8 +429,7 @@ fn entry_guess(k: u64, lo: u64, hi: u64) -> std::ops::Range<usize> {
     if hi <= lo || !(lo..=hi).contains(&k) || hi - lo == u64::MAX {
         return 0..0;
     }
-    let into = u128::from(k - lo) * LEAF_SPACE as u128 / u128::from(hi - lo);
-    let at = HEADER_SIZE + into as usize;
+    let at = HEADER_SIZE + scale(k - lo, hi - lo, LEAF_SPACE);
     at.saturating_sub(WINDOW)..at + WINDOW
 }
 
@@ -1321,6 +1327,21 @@ mod tests {
     use std::collections::BTreeMap;
     use std::path::Path;
     use std::sync::atomic::AtomicBool;
+
+    proptest::proptest! {
+        #[test]
+        fn scaling_is_within_one_of_the_exact_quotient(
+            span in 1u64..,
+            x_frac in 0.0f64..=1.0,
+            n in 1usize..=PAGE_SIZE,
+        ) {
+            let x = ((span as f64 * x_frac) as u64).min(span);
+            let exact = (u128::from(x) * n as u128 / u128::from(span)) as usize;
+            let got = scale(x, span, n);
+            proptest::prop_assert!(got <= n);
+            proptest::prop_assert!(got.abs_diff(exact) <= 1, "{} vs {}", got, exact);
+        }
+    }
 
     fn pager() -> Pager {
         let storage = MemStorage::new();
