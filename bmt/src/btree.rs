@@ -448,6 +448,7 @@ pub fn get_with<R>(
     let Some(mut r) = root else { return Ok(None) };
     // The first eight bytes of the bounds of the node reached (its parent's separators).
     let mut bounds = (0u64, u64::MAX);
+    let mut hits = 0;
     loop {
         let (lo, hi) = bounds;
         let step = pager.visit_either(
@@ -468,12 +469,16 @@ pub fn get_with<R>(
                 Step::Down(child, bounds)
             },
         )?;
-        match step {
+        hits += u64::from(step.1);
+        match step.0 {
             Step::Down(child, b) => {
                 r = child;
                 bounds = b;
             }
-            Step::Found(out) => return Ok(out),
+            Step::Found(out) => {
+                pager.count_hits(hits);
+                return Ok(out);
+            }
         }
     }
 }

@@ -46,6 +46,7 @@ use crate::pager::{Pager, Preloaded, WriteBatch};
 use crate::preload::Preload;
 use crate::rollback::{LogOptions, LogState, ReverseDelta, RollbackLog};
 use crate::session::{Layer, Overlay, ReadSession, View, WriteSession, WriterGuard};
+use crate::staged::Staged;
 use crate::trie::{self, NodeKind, PageId, TrieChange, TrieSource};
 use crate::wal::{self, Wal, WalRecord};
 use crate::warm::WarmUp;
@@ -305,9 +306,8 @@ pub(crate) struct Inner {
     current: RwLock<Arc<Version>>,
     /// Versions handed to readers, to know which freed pages are still in use.
     history: Mutex<Vec<Arc<Version>>>,
-    /// Staged changes of the handle (a hash map: staging and reads look a key up in a few
-    /// dozen instructions; the commit sorts the keys once).
-    pub(crate) overlay: Mutex<rustc_hash::FxHashMap<Key, Option<Vec<u8>>>>,
+    /// Staged changes of the handle (see [`crate::staged`]).
+    pub(crate) overlay: Staged,
     pub(crate) writer: Mutex<Space>,
     last_commit: Mutex<CommitStats>,
     /// The sequence number of an incomplete one-sync commit that open passed over.
@@ -500,7 +500,7 @@ impl Inner {
             hasher,
             current: RwLock::new(version.clone()),
             history: Mutex::new(vec![version]),
-            overlay: Mutex::new(rustc_hash::FxHashMap::default()),
+            overlay: Staged::default(),
             writer: Mutex::new(Space {
                 free,
                 pending: Vec::new(),
@@ -552,7 +552,7 @@ impl Inner {
         self.check_value(value)?;
         self.check_handle_writes()?;
         self.metrics.write();
-        self.overlay.lock().insert(key, Some(value.to_vec()));
+        self.overlay.insert(key, Some(value.to_vec()));
         self.warm.hint(key);
         Ok(())
     }
@@ -582,7 +582,7 @@ impl Inner {
         let key = key.into_key()?;
         self.check_handle_writes()?;
         self.metrics.write();
-        self.overlay.lock().insert(key, None);
+        self.overlay.insert(key, None);
         self.warm.hint(key);
         Ok(())
     }
@@ -591,9 +591,9 @@ impl Inner {
     pub fn get(&self, key: impl IntoKey) -> Result<Option<Vec<u8>>> {
         let key = key.into_key()?;
         self.check_usable()?;
-        if let Some(staged) = self.overlay.lock().get(&key) {
+        if let Some(staged) = self.overlay.get(&key) {
             self.metrics.read(true);
-            return Ok(staged.clone());
+            return Ok(staged);
         }
         self.metrics.read(false);
         let version = self.version();
@@ -664,7 +664,7 @@ impl Inner {
     /// (the failed one too, if its meta record was already durable).
     pub fn commit(self: &Arc<Self>) -> Result<FinishedSession> {
         self.check_handle_writes()?;
-        let staged = std::mem::take(&mut *self.overlay.lock());
+        let staged = self.overlay.take();
         let mut sorted: Vec<(Key, Option<Vec<u8>>)> = staged.into_iter().collect();
         if sorted.len() >= PARALLEL_MIN {
             use rayon::slice::ParallelSliceMut;
@@ -678,10 +678,7 @@ impl Inner {
             Ok((done, base)) => Ok(self.finished(done, base, changes)),
             Err(e) => {
                 // Give the changes back, under anything staged since.
-                let mut overlay = self.overlay.lock();
-                for (k, v) in changes {
-                    overlay.entry(k).or_insert(v);
-                }
+                self.overlay.give_back(changes);
                 Err(e)
             }
         }

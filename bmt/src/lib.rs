@@ -36,6 +36,7 @@ mod preload;
 mod rollback;
 mod session;
 pub mod sim;
+mod staged;
 mod trie;
 mod uring;
 mod wal;

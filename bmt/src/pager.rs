@@ -243,7 +243,8 @@ impl Pager {
 
     /// Calls `f` with the page `r` points to, checked as by [`Pager::read_either`]. A cached
     /// page is lent under the cache's lock, without cloning its reference (see
-    /// [`crate::cache`]): `f` must be short and must not use the pager.
+    /// [`crate::cache`]): `f` must be short and must not use the pager. Also says whether the
+    /// page was cached (not counted here: see [`Pager::count_hits`]).
     pub fn visit_either<R>(
         &self,
         r: PageRef,
@@ -252,7 +253,7 @@ impl Pager {
         validate: impl Fn(PageKind, &PageBuf) -> Result<(), String>,
         guess: std::ops::Range<usize>,
         f: impl Fn(&PageBuf) -> R,
-    ) -> Result<R> {
+    ) -> Result<(R, bool)> {
         let hit = self.cache.with(r.pgno, |page| {
             // The header with what follows it (a leaf's offsets), loaded together, and where
             // the caller guesses it will look next.
@@ -262,12 +263,18 @@ impl Pager {
             (page.stored_crc() == r.crc && (k == a as u8 || k == b as u8)).then(|| f(page))
         });
         if let Some(Some(out)) = hit {
-            self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(out);
+            return Ok((out, true));
         }
         // Not cached, or cached but not matching `r` (which the full read reports precisely).
         let page = self.read_either(r, a, b, validate)?;
-        Ok(f(&page))
+        Ok((f(&page), false))
+    }
+
+    /// Counts `hits` cache hits of [`Pager::visit_either`] (which tells whether its page was
+    /// cached, and counts nothing: a walk adds its hits once, not one atomic operation per
+    /// level).
+    pub fn count_hits(&self, hits: u64) {
+        self.counters.cache_hits.fetch_add(hits, Ordering::Relaxed);
     }
 
     /// Reads and checks page `pgno` without the cache (meta slots, recovery).

@@ -378,7 +378,7 @@ pub(crate) struct WriterGuard(Arc<Inner>);
 impl WriterGuard {
     pub(crate) fn take(db: &Arc<Inner>) -> Result<WriterGuard> {
         db.check_usable()?;
-        if !db.overlay.lock().is_empty() {
+        if !db.overlay.is_empty() {
             return Err(Error::WriterBusy(
                 "the handle has staged changes: commit them first",
             ));
