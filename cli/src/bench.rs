@@ -138,6 +138,9 @@ pub struct Measurement {
     peak_rss_mib: f64,
     disk_mib: f64,
     written_bytes_per_op: f64,
+    /// Bytes the device read per operation (`None` where there is no block device: tmpfs).
+    #[serde(default)]
+    read_bytes_per_op: Option<f64>,
     /// Where an average commit's time went (`bmt` only).
     #[serde(default)]
     phases: Option<String>,
@@ -569,6 +572,7 @@ fn measure(args: &Args, backend: Backend, dir: &Path) -> Result<Measurement> {
     let mut reads_seen = 0u64;
     let mut sample_rng = ChaCha8Rng::seed_from_u64(args.seed ^ 0x5eed);
     let written_before = write_bytes(dir);
+    let read_before = device_bytes(dir, DeviceCounter::SectorsRead);
     let start = Instant::now();
     loop {
         let done = commit_times.len() as u64;
@@ -650,6 +654,9 @@ fn measure(args: &Args, backend: Backend, dir: &Path) -> Result<Measurement> {
     // commits made durable by its write-ahead log) is written then.
     engine.close()?;
     let written = write_bytes(dir).saturating_sub(written_before);
+    let read = device_bytes(dir, DeviceCounter::SectorsRead)
+        .zip(read_before)
+        .map(|(now, then)| now.saturating_sub(then));
     let ops = commit_times.len() as f64 * args.size as f64;
     commit_times.sort();
     read_times.sort();
@@ -671,6 +678,7 @@ fn measure(args: &Args, backend: Backend, dir: &Path) -> Result<Measurement> {
         peak_rss_mib: peak_rss_mib(),
         disk_mib: dir_size(dir)? as f64 / (1 << 20) as f64,
         written_bytes_per_op: written as f64 / ops.max(1.0),
+        read_bytes_per_op: read.map(|r| r as f64 / ops.max(1.0)),
         phases,
     })
 }
@@ -686,7 +694,7 @@ fn print_table(results: &[Measurement], backends: &[Backend]) {
         (!v.is_empty()).then(|| v[v.len() / 2])
     };
     type Figure = (&'static str, fn(&Measurement) -> Option<f64>, bool);
-    let figures: [Figure; 10] = [
+    let figures: [Figure; 11] = [
         ("ops/s", |m| Some(m.ops_per_s), true),
         ("commit p50 ms", |m| Some(m.commit_p50_ms), false),
         ("commit p99 ms", |m| Some(m.commit_p99_ms), false),
@@ -696,6 +704,7 @@ fn print_table(results: &[Measurement], backends: &[Backend]) {
         ("peak RSS MiB", |m| Some(m.peak_rss_mib), false),
         ("on disk MiB", |m| Some(m.disk_mib), false),
         ("written B/op", |m| Some(m.written_bytes_per_op), false),
+        ("device read B/op", |m| m.read_bytes_per_op, false),
         ("commits", |m| Some(m.commits as f64), true),
     ];
     let rounds = results.len() / backends.len().max(1);
@@ -770,17 +779,32 @@ fn peak_rss_mib() -> f64 {
 /// `fdatasync` of a buffered file with the whole file's size, 2 MiB for a 200-byte record in
 /// an 8 MiB file, where the device receives 4.6 KB.)
 fn write_bytes(dir: &Path) -> u64 {
-    device_write_bytes(dir).unwrap_or_else(io_write_bytes)
+    device_bytes(dir, DeviceCounter::SectorsWritten).unwrap_or_else(io_write_bytes)
 }
 
-fn device_write_bytes(dir: &Path) -> Option<u64> {
+/// A counter of `/sys/dev/block/MAJOR:MINOR/stat` (the kernel's `Documentation/block/stat`).
+#[derive(Clone, Copy)]
+enum DeviceCounter {
+    /// Field 3: sectors read.
+    SectorsRead = 2,
+    /// Field 7: sectors written.
+    SectorsWritten = 6,
+}
+
+/// Bytes read or written so far by the block device that holds `dir` (the whole machine's
+/// I/O to it, in 512-byte sectors); `None` where `dir` is on no block device (tmpfs). Direct
+/// I/O reads reach the device whole, so this counts both engines' reads alike.
+fn device_bytes(dir: &Path, counter: DeviceCounter) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
     let dev = std::fs::metadata(dir).ok()?.dev();
     let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
     let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
     let stat = std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/stat")).ok()?;
-    // Field 7: sectors written, in 512-byte units.
-    let sectors: u64 = stat.split_whitespace().nth(6)?.parse().ok()?;
+    let sectors: u64 = stat
+        .split_whitespace()
+        .nth(counter as usize)?
+        .parse()
+        .ok()?;
     Some(sectors * 512)
 }
 
