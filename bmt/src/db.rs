@@ -246,6 +246,44 @@ impl Space {
 /// of a small state).
 pub(crate) const HOT_AGE: u64 = 2;
 
+/// The free space a commit takes its pages from (see [`allocate_pages`]).
+struct Allocator<'s> {
+    free: &'s mut FreeSpace,
+    page_count: &'s mut u64,
+    slack: u64,
+}
+
+impl Allocator<'_> {
+    /// `n` contiguous pages; `hot`: for a hot structure (see [`HOT_AGE`]).
+    fn take(&mut self, n: u64, hot: bool) -> u64 {
+        allocate_pages(self.free, self.page_count, self.slack, n, hot)
+    }
+}
+
+/// Trie pages a commit has given places to and sealed: their page-table changes, the pages
+/// they replace, and (until submitted) the pages themselves.
+#[derive(Default)]
+struct PlacedTriePages {
+    table_changes: Vec<(Key, Option<[u8; PAGE_REF_SIZE]>)>,
+    freed: Vec<(u64, u64)>,
+    pages: Vec<(u64, SharedPage)>,
+    /// Pages already submitted.
+    written: u64,
+}
+
+impl PlacedTriePages {
+    fn append(&mut self, mut other: PlacedTriePages) {
+        self.table_changes.append(&mut other.table_changes);
+        self.freed.append(&mut other.freed);
+        self.written += other.written;
+        if self.pages.is_empty() {
+            self.pages = other.pages;
+        } else {
+            self.pages.append(&mut other.pages);
+        }
+    }
+}
+
 /// Takes `n` contiguous pages for a commit, so that its pages reach the device as a few long
 /// writes rather than one write per scattered page:
 ///
@@ -958,12 +996,13 @@ impl Inner {
         // failure leaves the writer's state as it was.
         // Pages come from the free space, which logs what it hands out: a failed commit gives
         // them back (see `commit`).
-        let slack = space.slack();
-        let free = &mut space.free;
-        let page_count = &mut space.page_count;
-        let mut alloc_run =
-            |n: u64, hot: bool| -> u64 { allocate_pages(free, page_count, slack, n, hot) };
-        let mut out_pages: Vec<(u64, SharedPage)> = Vec::new();
+        // (Under a lock: the trie's pages are given their places while the flat store's are.)
+        let alloc = Mutex::new(Allocator {
+            slack: space.slack(),
+            free: &mut space.free,
+            page_count: &mut space.page_count,
+        });
+        let alloc_run = |n: u64, hot: bool| -> u64 { alloc.lock().take(n, hot) };
         let writes = WriteBatch::new();
         // If the commit fails from here on, its writes in flight must end before a later
         // commit can reuse their pages.
@@ -1022,6 +1061,62 @@ impl Inner {
             })
             .collect();
 
+        // Trie pages: given their places in page-id order, sealed, and written (or kept).
+        let place_trie_pages =
+            |mut pages: Vec<(PageId, Option<trie::TriePage>, Option<PageRef>)>,
+             parallel: bool|
+             -> PlacedTriePages {
+                pages.sort_unstable_by_key(|(id, ..)| *id);
+                let mut placed = PlacedTriePages::default();
+                let mut new_pages: Vec<(Key, u64, Box<PageBuf>)> = Vec::with_capacity(pages.len());
+                {
+                    let mut alloc = alloc.lock();
+                    for (id, page, old) in pages {
+                        if let Some(old) = old {
+                            placed.freed.push((old.pgno, 1));
+                        }
+                        match page {
+                            Some(p) => {
+                                let page = p.into_page();
+                                // (Until sealed, the page's header holds the commit that wrote its
+                                // last version; zero for a new page.)
+                                let hot = seq.saturating_sub(page.seq()) <= HOT_AGE;
+                                new_pages.push((id.table_key(), alloc.take(1, hot), page));
+                            }
+                            None => placed.table_changes.push((id.table_key(), None)),
+                        }
+                    }
+                }
+                let seal = |(key, pgno, mut buf): (Key, u64, Box<PageBuf>)| {
+                    let crc = buf.seal(PageKind::Trie, 0, seq, pgno);
+                    let mut r = [0u8; PAGE_REF_SIZE];
+                    PageRef { pgno, crc }.encode(&mut r);
+                    ((key, Some(r)), (pgno, SharedPage::new(buf)))
+                };
+                let sealed: Vec<_> = if parallel && new_pages.len() >= PARALLEL_MIN {
+                    use rayon::prelude::*;
+                    new_pages.into_par_iter().map(seal).collect()
+                } else {
+                    new_pages.into_iter().map(seal).collect()
+                };
+                for (change, page) in sealed {
+                    placed.table_changes.push(change);
+                    placed.pages.push(page);
+                }
+                placed
+            };
+        // The pages of each subtrie below the top page, written as soon as it is done, while
+        // the other subtries are still being updated (at 2^20 keys the trie's pages are
+        // otherwise the last writes of a 10,000-update commit, and it waits for them).
+        let streamed = Mutex::new(PlacedTriePages::default());
+        let sink = |pages: Vec<(PageId, Option<trie::TriePage>, Option<PageRef>)>| -> Result<()> {
+            let mut placed = place_trie_pages(pages, false);
+            placed.written += placed.pages.len() as u64;
+            submit(std::mem::take(&mut placed.pages));
+            streamed.lock().append(placed);
+            Ok(())
+        };
+
         // The trie along the changed paths and the flat store, side by side: both read only
         // the committed state.
         // The flat store's new pages are written as soon as they have page numbers.
@@ -1034,6 +1129,7 @@ impl Inner {
                     NodeKind::root(base.root, base.key_count),
                     base.key_count,
                     &trie_changes,
+                    Some(&sink),
                 )
             },
             || -> Result<(Option<PageRef>, Vec<u64>, u64)> {
@@ -1048,6 +1144,11 @@ impl Inner {
                 let root = btree::write(flat.root, seq, &mut |hot| alloc_run(1, hot), &mut pages);
                 let written = pages.len() as u64;
                 submit(pages);
+                // While the trie is still being updated (the flat store is done first): the old
+                // copies of the pages freed when the commit began. Nothing this commit reads is
+                // among them, and a page it wrote again is kept (see the pager). (If the commit
+                // fails before this, they stay cached: harmless, as above.)
+                self.pager.forget_cached_before(&released, seq);
                 Ok((root, flat.freed, written))
             },
         );
@@ -1064,46 +1165,21 @@ impl Inner {
         }
         freed.extend(flat_freed.iter().map(|p| (*p, 1)));
         stats.pages_written += flat_written;
-        let mut alloc_one = |hot: bool| alloc_run(1, hot);
         lap(&mut stats.trie);
 
-        // Trie pages (given their places in page order, then sealed side by side), then the
-        // page table that finds them.
-        let mut table_changes: Vec<(Key, Option<[u8; PAGE_REF_SIZE]>)> = Vec::new();
-        let mut new_pages: Vec<(Key, u64, Box<PageBuf>)> = Vec::with_capacity(delta.pages.len());
-        let mut trie_pages = delta.pages;
-        trie_pages.sort_unstable_by_key(|(id, ..)| *id);
-        for (id, page, old) in trie_pages {
-            if let Some(old) = old {
-                freed.push((old.pgno, 1));
-            }
-            match page {
-                Some(p) => {
-                    let page = p.into_page();
-                    // (Until sealed, the page's header holds the commit that wrote its last
-                    // version; zero for a new page.)
-                    let hot = seq.saturating_sub(page.seq()) <= HOT_AGE;
-                    new_pages.push((id.table_key(), alloc_one(hot), page));
-                }
-                None => table_changes.push((id.table_key(), None)),
-            }
-        }
-        let seal = |(key, pgno, mut buf): (Key, u64, Box<PageBuf>)| {
-            let crc = buf.seal(PageKind::Trie, 0, seq, pgno);
-            let mut r = [0u8; PAGE_REF_SIZE];
-            PageRef { pgno, crc }.encode(&mut r);
-            ((key, Some(r)), (pgno, SharedPage::new(buf)))
-        };
-        let sealed: Vec<_> = if new_pages.len() >= PARALLEL_MIN {
-            use rayon::prelude::*;
-            new_pages.into_par_iter().map(seal).collect()
-        } else {
-            new_pages.into_iter().map(seal).collect()
-        };
-        for (change, page) in sealed {
-            table_changes.push(change);
-            out_pages.push(page);
-        }
+        // The trie's other pages (the top page's, or all of a small commit's), then the page
+        // table that finds them all.
+        let mut placed = streamed.into_inner();
+        stats.pages_written += placed.written;
+        placed.append(place_trie_pages(delta.pages, true));
+        let PlacedTriePages {
+            mut table_changes,
+            freed: trie_freed,
+            pages: mut out_pages,
+            ..
+        } = placed;
+        freed.extend(trie_freed);
+        let mut alloc_one = |hot: bool| alloc_run(1, hot);
         table_changes.sort_by_key(|(k, _)| *k);
         let table_list: Vec<btree::Change<'_>> = table_changes
             .iter()
@@ -1202,9 +1278,6 @@ impl Inner {
         }
         // Wait for every write, then make them durable (with the meta record), or append the
         // commit to the write-ahead log and sync that.
-        // While the writes are in flight: the old copies of the pages freed when the commit
-        // began. (If the commit fails before this, they stay cached: harmless, as above.)
-        self.pager.forget_cached_before(&released, seq);
         self.pager.wait(&writes)?;
         lap(&mut stats.write);
         if let Some(meta) = &meta {
@@ -1572,9 +1645,9 @@ impl Inner {
 
     /// Moves pending pages to the free space once nothing can read them: their commit is
     /// durable, and no reader holds a state older than that commit. Returns the runs freed,
-    /// whose cached copies the commit drops while it waits for its writes
-    /// ([`Pager::forget_cached_before`]): one cache removal per freed page, thousands for a
-    /// large commit, is then off its critical path.
+    /// whose cached copies the commit drops once its flat store is written, while its trie is
+    /// still being updated ([`Pager::forget_cached_before`]): one cache removal per freed
+    /// page, thousands for a large commit, is then off its critical path.
     fn release_pending(&self, space: &mut Space, current: &Arc<Version>) -> Vec<(u64, u64)> {
         let oldest_reader = self.oldest_reader(current);
         let durable = space.durable_seq;

@@ -172,6 +172,7 @@ impl View {
             self.root_node(),
             self.key_count(),
             &trie_changes,
+            None,
         )?;
         let pages = delta
             .pages

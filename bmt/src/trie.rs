@@ -607,6 +607,12 @@ pub struct TrieDelta {
     pub pages: Vec<(PageId, Option<TriePage>, Option<PageRef>)>,
 }
 
+/// Where an update hands the pages of each subtrie below the top page as soon as that
+/// subtrie is done (see [`Update::run`]): page id, new content (`None`: no longer stored), and
+/// the committed page it replaces.
+pub type PageSink<'s> =
+    dyn Fn(Vec<(PageId, Option<TriePage>, Option<PageRef>)>) -> Result<()> + Sync + 's;
+
 /// One batch of changes being applied to the trie.
 pub struct Update<'a> {
     src: &'a dyn TrieSource,
@@ -614,7 +620,9 @@ pub struct Update<'a> {
     threshold: u64,
     touched: HashMap<PageId, Touched>,
     /// New nodes at depth 6 computed beforehand (in parallel), by the top 6 key bits.
-    precomputed: HashMap<usize, NodeKind>,
+    /// (With whether the page below each is stored: its pages may have been handed to the
+    /// sink already, see [`Update::run`].)
+    precomputed: HashMap<usize, (NodeKind, bool)>,
     /// Buffers of `merged_leaves`, kept from call to call.
     scratch_keys: Vec<Key>,
     scratch_nodes: Vec<bmt_core::EncodedNode>,
@@ -627,12 +635,18 @@ const PARALLEL_MIN_CHANGES: usize = 256;
 impl<'a> Update<'a> {
     /// Applies `changes` (sorted, distinct keys, effective) to the trie with root `root` and
     /// `key_count` keys.
+    ///
+    /// With a `sink`, a large batch hands the pages of each of the subtries below the top
+    /// page to it as soon as that subtrie is done, on the thread that did it (a commit then
+    /// starts writing them while the other subtries are still being updated); the returned
+    /// delta holds the other pages.
     pub fn run(
         src: &'a dyn TrieSource,
         threshold: u32,
         root: NodeKind,
         key_count: u64,
         changes: &[TrieChange],
+        sink: Option<&PageSink<'_>>,
     ) -> Result<TrieDelta> {
         let root_stored = key_count >= threshold as u64;
         let new_update = |touched, precomputed| Update {
@@ -649,23 +663,15 @@ impl<'a> Update<'a> {
             && matches!(root, NodeKind::Branch(_))
             && changes.len() >= PARALLEL_MIN_CHANGES
         {
-            Self::below_top_page(src, changes, &new_update)?
+            Self::below_top_page(src, changes, &new_update, sink)?
         } else {
             (HashMap::default(), HashMap::default())
         };
         let mut up = new_update(touched, precomputed);
         let new_root = up.update(Key::default(), 0, root, root_stored, changes)?;
-        let pages = up
-            .touched
-            .into_iter()
-            .map(|(id, t)| match t {
-                Touched::Live(p, old) => (id, Some(p), old),
-                Touched::Removed(old) => (id, None, old),
-            })
-            .collect();
         Ok(TrieDelta {
             root: new_root,
-            pages,
+            pages: pages_of(up.touched),
         })
     }
 
@@ -676,9 +682,10 @@ impl<'a> Update<'a> {
         src: &'a dyn TrieSource,
         changes: &[TrieChange],
         new_update: &(
-             dyn Fn(HashMap<PageId, Touched>, HashMap<usize, NodeKind>) -> Update<'a> + Sync
+             dyn Fn(HashMap<PageId, Touched>, HashMap<usize, (NodeKind, bool)>) -> Update<'a> + Sync
          ),
-    ) -> Result<(HashMap<PageId, Touched>, HashMap<usize, NodeKind>)> {
+        sink: Option<&PageSink<'_>>,
+    ) -> Result<(HashMap<PageId, Touched>, HashMap<usize, (NodeKind, bool)>)> {
         use rayon::prelude::*;
         let Some(top) = src.page(&PageId::root_page())? else {
             return Err(src.inconsistent("the top trie page is missing".into()));
@@ -693,13 +700,23 @@ impl<'a> Update<'a> {
             }
             start = end;
         }
-        let results: Vec<Result<(usize, NodeKind, HashMap<PageId, Touched>)>> = groups
+        type Done = (usize, (NodeKind, bool), HashMap<PageId, Touched>);
+        let results: Vec<Result<Done>> = groups
             .into_par_iter()
             .map(|(j, old, stored, range)| {
                 let mut up = new_update(HashMap::default(), HashMap::default());
                 let key = Key::default().with_prefix_bits(j as u8, PAGE_LEVELS);
                 let node = up.update(key, PAGE_LEVELS, old, stored, &changes[range])?;
-                Ok((j, node, up.touched))
+                let now_stored = matches!(
+                    up.touched.get(&PageId::below(&key, PAGE_LEVELS)),
+                    Some(Touched::Live(..))
+                );
+                // The pages of this subtrie are final: nothing above the top page's bottom
+                // nodes touches them (the top page itself is updated after all of them).
+                if let Some(sink) = sink {
+                    sink(pages_of(std::mem::take(&mut up.touched)))?;
+                }
+                Ok((j, (node, now_stored), up.touched))
             })
             .collect();
         let mut touched = HashMap::default();
@@ -727,7 +744,7 @@ impl<'a> Update<'a> {
             return Ok(old);
         }
         if depth == PAGE_LEVELS
-            && let Some(node) = self.precomputed.get(&(key.0[0] as usize >> 2))
+            && let Some((node, _)) = self.precomputed.get(&(key.0[0] as usize >> 2))
         {
             return Ok(*node);
         }
@@ -872,7 +889,14 @@ impl<'a> Update<'a> {
                 NodeKind::Branch(_) if changed => {
                     match self.touched.get(&PageId::below(key, depth)) {
                         Some(Touched::Live(..)) => true,
-                        Some(Touched::Removed(_)) | None => false,
+                        Some(Touched::Removed(_)) => false,
+                        // A subtrie below the top page updated beforehand, whose pages may
+                        // have gone to the sink.
+                        None if depth == PAGE_LEVELS => self
+                            .precomputed
+                            .get(&(key.0[0] as usize >> 2))
+                            .is_some_and(|(_, stored)| *stored),
+                        None => false,
                     }
                 }
                 NodeKind::Branch(_) => page.child_stored(index - 62),
@@ -1043,6 +1067,17 @@ impl<'a> Update<'a> {
         }
         Ok(())
     }
+}
+
+/// The pages an update touched, as [`TrieDelta::pages`] lists them.
+fn pages_of(touched: HashMap<PageId, Touched>) -> Vec<(PageId, Option<TriePage>, Option<PageRef>)> {
+    touched
+        .into_iter()
+        .map(|(id, t)| match t {
+            Touched::Live(p, old) => (id, Some(p), old),
+            Touched::Removed(old) => (id, None, old),
+        })
+        .collect()
 }
 
 /// The indices, in the page whose top is at `top`, of the two children of the node at
