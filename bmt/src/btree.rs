@@ -6,7 +6,7 @@
 //! are one contiguous range of the tree.
 //!
 //! The tree is never modified in place. A commit applies a sorted batch of changes in one
-//! pass ([`update`]): every leaf with changes is rebuilt (merged, split or joined with a
+//! pass ([`update_with`]): every leaf with changes is rebuilt (merged, split or joined with a
 //! neighbour), every branch above it is rebuilt, and the result is a tree of new in-memory
 //! nodes hanging off unchanged on-disk pages. [`write()`] then gives the new nodes fresh page
 //! numbers, children before parents (a parent records each child's page number and checksum),
@@ -608,8 +608,28 @@ pub fn get_many(
     root: Option<PageRef>,
     keys: &[Key],
 ) -> Result<Vec<Option<Payload>>> {
+    get_many_with(pager, root, keys, None)
+}
+
+/// [`get_many`], keeping every page read in `memo` (for an update of the same keys to find
+/// them there rather than in the cache, which a large commit's writes may have flushed).
+pub fn get_many_keeping(
+    pager: &Pager,
+    root: Option<PageRef>,
+    keys: &[Key],
+    memo: &mut PageMemo,
+) -> Result<Vec<Option<Payload>>> {
+    get_many_with(pager, root, keys, Some(memo))
+}
+
+fn get_many_with(
+    pager: &Pager,
+    root: Option<PageRef>,
+    keys: &[Key],
+    memo: Option<&mut PageMemo>,
+) -> Result<Vec<Option<Payload>>> {
     let mut out: Vec<Option<Payload>> = vec![None; keys.len()];
-    walk_levels(pager, root, keys, None, &mut |p, range, lower, upper| {
+    walk_levels(pager, root, keys, memo, &mut |p, range, lower, upper| {
         let (lo, hi) = head_bounds(lower, upper);
         for i in range {
             let (at, found) = leaf_search_within(&p, 0, &keys[i].0, lo, hi);
@@ -889,7 +909,7 @@ struct Piece {
     node: Child,
 }
 
-/// The result of [`update`]: the new root, and the pages the update replaced.
+/// The result of [`update_with`]: the new root, and the pages the update replaced.
 #[derive(Debug)]
 pub struct Updated {
     /// The new root (`None`: the tree is empty).
@@ -898,7 +918,8 @@ pub struct Updated {
     pub freed: Vec<u64>,
 }
 
-/// Applies `changes` (sorted by key, each key once) to the tree at `root`.
+/// [`update_with`] with nothing read before (the tests' form).
+#[cfg(test)]
 pub fn update(pager: &Pager, root: Option<PageRef>, changes: &[Change<'_>]) -> Result<Updated> {
     update_with(pager, None, None, root, changes)
 }
@@ -914,7 +935,8 @@ impl Payload {
     }
 }
 
-/// [`update`], reading pages from `memo` (a walk's pages) where it has them; `olds`, when
+/// Applies `changes` (sorted by key, each key once) to the tree at `root`, reading pages
+/// from `memo` (pages read before by the same commit) where it has them; `olds`, when
 /// given, says for each change where its key's payload was (so that a leaf updated in place
 /// needs no search).
 pub fn update_with(
