@@ -1445,7 +1445,7 @@ impl Inner {
     /// their paths and around them (see [`crate::warm`]).
     pub(crate) fn read_ahead(&self, version: &Version, keys: &[Key]) -> Result<()> {
         // On this thread: the thread pool is the commits'.
-        let paths = self.trie_paths_of(version, keys)?;
+        let paths = self.trie_paths_of(version, keys, false)?;
         self.pager
             .prefetch(&paths.refs, (PageKind::Trie, PageKind::Trie), |_, p| {
                 trie::validate_page(p)
@@ -1465,12 +1465,12 @@ impl Inner {
     /// (at most one per layer) are dropped.
     fn trie_paths(&self, version: &Version, keys: &[Key]) -> Result<TriePaths> {
         if keys.len() < PARALLEL_PATHS_MIN {
-            return self.trie_paths_of(version, keys);
+            return self.trie_paths_of(version, keys, true);
         }
         let half = keys.len() / 2;
         let (first, second) = rayon::join(
-            || self.trie_paths_of(version, &keys[..half]),
-            || self.trie_paths_of(version, &keys[half..]),
+            || self.trie_paths_of(version, &keys[..half], true),
+            || self.trie_paths_of(version, &keys[half..], true),
         );
         let (mut paths, second) = (first?, second?);
         let last = keys[half - 1];
@@ -1490,8 +1490,14 @@ impl Inner {
         Ok(paths)
     }
 
-    /// [`Inner::trie_paths`] on one thread.
-    fn trie_paths_of(&self, version: &Version, keys: &[Key]) -> Result<TriePaths> {
+    /// [`Inner::trie_paths`] on one thread; with `keep_table_pages`, the page-table pages
+    /// read are kept in [`TriePaths::table_memo`] (for a commit, not the warm-up).
+    fn trie_paths_of(
+        &self,
+        version: &Version,
+        keys: &[Key],
+        keep_table_pages: bool,
+    ) -> Result<TriePaths> {
         let mut keys: Vec<Key> = keys.to_vec();
         let mut paths = TriePaths::default();
         for layer in 0..=trie::MAX_LAYER {
@@ -1500,12 +1506,16 @@ impl Inner {
             }
             let ids = trie::page_ids_at(&keys, layer);
             let table_keys: Vec<Key> = ids.iter().map(|(id, _)| id.table_key()).collect();
-            let found = btree::get_many_keeping(
-                &self.pager,
-                version.pt_root,
-                &table_keys,
-                &mut paths.table_memo,
-            )?;
+            let found = if keep_table_pages {
+                btree::get_many_keeping(
+                    &self.pager,
+                    version.pt_root,
+                    &table_keys,
+                    &mut paths.table_memo,
+                )?
+            } else {
+                btree::get_many(&self.pager, version.pt_root, &table_keys)?
+            };
             let mut below = Vec::new();
             for ((id, range), payload) in ids.iter().zip(found) {
                 match payload

@@ -659,7 +659,15 @@ impl<'a> Update<'a> {
             scratch_nodes: Vec::new(),
             scratch_hashes: Vec::new(),
         };
+        // Not when the top page goes (fewer keys than the threshold after the changes): the
+        // whole trie is then rebuilt from the keys, and the stored pages below are dropped
+        // from the top page down, which must find them all still in this update (a subtrie
+        // updated beforehand would have handed its pages to the sink, and they would be
+        // dropped twice).
+        let top_stays =
+            key_count as i64 + changes.iter().map(|c| c.delta).sum::<i64>() >= threshold as i64;
         let (touched, precomputed) = if root_stored
+            && top_stays
             && matches!(root, NodeKind::Branch(_))
             && changes.len() >= PARALLEL_MIN_CHANGES
         {

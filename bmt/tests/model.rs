@@ -216,3 +216,68 @@ fn parallel_subtries_that_collapse() {
         run(vec![load.clone(), batch.clone()], [0; 31], elide, 0);
     }
 }
+
+/// 3,000 keys over the whole key space (so that the top trie page and pages below it are
+/// stored), from a small xorshift generator.
+fn spread_keys(seed: u64) -> Vec<[u8; 31]> {
+    let mut x = seed;
+    (0..3000)
+        .map(|_| {
+            let mut t = [0u8; 31];
+            for b in t.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            t
+        })
+        .collect()
+}
+
+#[test]
+fn parallel_commit_that_removes_the_top_page() {
+    // A batch large enough to update the subtries below the top page in parallel that leaves
+    // fewer keys than the threshold: the top page goes, and every stored page below it with
+    // it, each freed once (reopening after each commit reads the free list back).
+    let load: Vec<Op> = spread_keys(7)
+        .iter()
+        .map(|t| Op::Put(0, *t, vec![1; 8]))
+        .collect();
+    for (elide, keep) in [(2u32, 1usize), (20, 5)] {
+        let mut shrink: Vec<Op> = (0..3000 - keep).map(|_| Op::DeleteExisting(0)).collect();
+        shrink.push(Op::Put(0, [9; 31], vec![3; 8]));
+        let after = vec![Op::Put(0, [10; 31], vec![4; 8]), Op::DeleteExisting(0)];
+        run(vec![load.clone(), shrink, after], [0; 31], elide, 1);
+    }
+}
+
+#[test]
+fn rollback_of_a_bulk_load_to_an_empty_state() {
+    // The rollback of a load is a large commit back below the threshold (here to nothing).
+    for elide in [2u32, 20] {
+        let storage = Arc::new(MemStorage::new());
+        let options = Options::new("/db")
+            .storage(storage.clone())
+            .elide_below(elide)
+            .rollback(true);
+        let db = Nomt::open(options.clone()).unwrap();
+        for t in spread_keys(11) {
+            db.insert(Key(t), [5u8; 8]).unwrap();
+        }
+        let loaded = db.commit().unwrap();
+        assert_ne!(loaded.root(), bmt::Hash::ZERO);
+        let back = db.rollback().unwrap();
+        assert_eq!(back.root(), bmt::Hash::ZERO);
+        assert_eq!(db.key_count(), 0);
+        db.check(&mut |_| {}).unwrap();
+        db.close().unwrap();
+        drop(db);
+        let db = Nomt::open(options).unwrap();
+        assert_eq!(db.root(), bmt::Hash::ZERO);
+        db.check(&mut |_| {}).unwrap();
+        db.insert(Key([1; 31]), b"again").unwrap();
+        db.commit().unwrap();
+        db.check(&mut |_| {}).unwrap();
+    }
+}
