@@ -170,7 +170,7 @@ impl Inner {
                 used.mark(self, pgno, 1, "page-table")
             },
             &mut |key, payload| {
-                let id = PageId::from_table_key(key).ok_or_else(|| {
+                let id = self.trie_shape.page_of_table_key(key).ok_or_else(|| {
                     self.pager
                         .corrupted(0, format!("page-table key {key} names no trie page"))
                 })?;
@@ -191,19 +191,19 @@ impl Inner {
             let page = self
                 .pager
                 .read_uncached(r.pgno, PageKind::Trie, Some(r.crc))?;
-            trie::validate_page(&page).map_err(|e| self.pager.corrupted(r.pgno, e))?;
+            trie::validate_page_of(&page, id).map_err(|e| self.pager.corrupted(r.pgno, e))?;
             used.mark(self, r.pgno, 1, "trie")?;
             let c = trie::check_page(&page).map_err(|e| self.pager.corrupted(r.pgno, e))?;
-            if c.count < u64::from(self.elide_below) {
+            if c.count < u64::from(self.trie_shape.elide_below) {
                 return Err(self.pager.corrupted(
                     r.pgno,
                     format!(
                         "a stored trie page with {} keys (threshold {})",
-                        c.count, self.elide_below
+                        c.count, self.trie_shape.elide_below
                     ),
                 ));
             }
-            for j in 0..64 {
+            for j in 0..id.bottom_nodes() {
                 let child = id.child(j);
                 let bit = c.stored_children.iter().any(|(cj, _)| *cj == j);
                 if bit != stored.contains(&child) {
@@ -247,7 +247,7 @@ impl Inner {
                 ));
             }
         }
-        if let Some(top) = tops.get(&PageId::root_page()) {
+        if let Some(top) = tops.get(&self.trie_shape.root_page()) {
             if meta.key_count >= 2 && *top != meta.root {
                 return Err(self
                     .pager
@@ -261,14 +261,14 @@ impl Inner {
 
         // The flat store: every entry and value, the root recomputed, keys counted under each
         // stored page, elided subtries recomputed.
-        counted.sort_by_key(|c| (c.id.layer(), c.id.path()));
+        counted.sort_by_key(|c| (c.id.depth(), c.id.path()));
         elided.sort_by_key(|e| e.prefix);
         let mut by_layer: Vec<(usize, usize)> = Vec::new(); // (start, end) in `counted` per layer
         let mut i = 0;
         while i < counted.len() {
-            let layer = counted[i].id.layer();
+            let layer = counted[i].id.depth();
             let start = i;
-            while i < counted.len() && counted[i].id.layer() == layer {
+            while i < counted.len() && counted[i].id.depth() == layer {
                 i += 1;
             }
             by_layer.push((start, i));
@@ -279,7 +279,7 @@ impl Inner {
         // The builder of the elided subtrie the walk is in, and its keys so far.
         let mut sub: Option<(RootBuilder, u64)> = None;
         let hasher = self.hasher.clone();
-        let threshold = u64::from(self.elide_below);
+        let threshold = u64::from(self.trie_shape.elide_below);
         let finish_sub = |sub: &mut Option<(RootBuilder, u64)>, e: &Elided| -> Result<()> {
             let (got, n) = sub.take().map_or((Hash::ZERO, 0), |(b, n)| (b.finish(), n));
             if n >= threshold {

@@ -340,7 +340,7 @@ pub(crate) struct Inner {
     options: Options,
     pub(crate) pager: Pager,
     pub(crate) hasher: Arc<dyn ValueHasher>,
-    pub(crate) elide_below: u32,
+    pub(crate) trie_shape: trie::Shape,
     current: RwLock<Arc<Version>>,
     /// Versions handed to readers, to know which freed pages are still in use.
     history: Mutex<Vec<Arc<Version>>>,
@@ -465,6 +465,10 @@ impl Inner {
                     page_count: 2,
                     key_count: 0,
                     elide_below: options.elide_below,
+                    top_levels: trie::Shape::top_levels_for(
+                        options.expected_keys,
+                        options.page_cache_bytes,
+                    ),
                     hasher: hasher.name().to_string(),
                     rollback: [0; 48],
                     one_sync: None,
@@ -532,7 +536,7 @@ impl Inner {
             wal: Mutex::new(wal),
             wal_replay: Mutex::new(wal_replay),
             path,
-            elide_below: meta.elide_below,
+            trie_shape: meta.trie_shape(),
             options,
             pager,
             hasher,
@@ -682,7 +686,7 @@ impl Inner {
         };
         trie::prove(
             &src,
-            self.elide_below,
+            self.trie_shape,
             NodeKind::root(version.root, version.key_count),
             version.key_count,
             &key,
@@ -953,8 +957,11 @@ impl Inner {
             .ids
             .iter()
             .zip(paths.refs.iter().zip(trie_pages?))
-            .map(|(id, (r, page))| (*id, (*r, page)))
-            .collect();
+            .map(|(id, (r, page))| {
+                trie::levels_match(&page, id).map_err(|e| self.pager.corrupted(r.pgno, e))?;
+                Ok((*id, (*r, page)))
+            })
+            .collect::<Result<_>>()?;
         let hints = CommitHints { stored, leaves };
         let src = Snapshot {
             db: self,
@@ -1088,7 +1095,7 @@ impl Inner {
                     }
                 }
                 let seal = |(key, pgno, mut buf): (Key, u64, Box<PageBuf>)| {
-                    let crc = buf.seal(PageKind::Trie, 0, seq, pgno);
+                    let crc = trie::seal_page(&mut buf, seq, pgno);
                     let mut r = [0u8; PAGE_REF_SIZE];
                     PageRef { pgno, crc }.encode(&mut r);
                     ((key, Some(r)), (pgno, SharedPage::new(buf)))
@@ -1125,7 +1132,7 @@ impl Inner {
             || {
                 trie::Update::run(
                     &src,
-                    self.elide_below,
+                    self.trie_shape,
                     NodeKind::root(base.root, base.key_count),
                     base.key_count,
                     &trie_changes,
@@ -1474,8 +1481,9 @@ impl Inner {
         );
         let (mut paths, second) = (first?, second?);
         let last = keys[half - 1];
-        let shared: Vec<PageId> = (0..=trie::MAX_LAYER)
-            .map(|layer| trie::page_ids_at(std::slice::from_ref(&last), layer)[0].0)
+        let shape = self.trie_shape;
+        let shared: Vec<PageId> = (0..=shape.max_layer())
+            .map(|layer| shape.page_at_layer(&last, layer))
             .collect();
         for (id, r) in second.ids.into_iter().zip(second.refs) {
             if !shared.contains(&id) {
@@ -1500,11 +1508,12 @@ impl Inner {
     ) -> Result<TriePaths> {
         let mut keys: Vec<Key> = keys.to_vec();
         let mut paths = TriePaths::default();
-        for layer in 0..=trie::MAX_LAYER {
+        let shape = self.trie_shape;
+        for layer in 0..=shape.max_layer() {
             if keys.is_empty() {
                 break;
             }
-            let ids = trie::page_ids_at(&keys, layer);
+            let ids = trie::page_ids_at(shape, &keys, layer);
             let table_keys: Vec<Key> = ids.iter().map(|(id, _)| id.table_key()).collect();
             let found = if keep_table_pages {
                 btree::get_many_keeping(
@@ -1529,7 +1538,7 @@ impl Inner {
                     }
                     None => {
                         let key = keys[range.start];
-                        let depth = layer * trie::PAGE_LEVELS;
+                        let depth = shape.layer_top(layer);
                         paths.range_ends.push(key.prefix(depth));
                         paths.range_ends.push(key.prefix_end(depth));
                     }
@@ -1628,7 +1637,8 @@ impl Inner {
             journal_len: list.journal_pages.len() as u32,
             page_count,
             key_count: version.key_count,
-            elide_below: self.elide_below,
+            elide_below: self.trie_shape.elide_below,
+            top_levels: self.trie_shape.top_levels,
             hasher: self.hasher.name().to_string(),
             rollback,
             one_sync,
@@ -2126,7 +2136,7 @@ impl TrieSource for Snapshot<'_> {
         let page = self
             .db
             .pager
-            .read_with(r, PageKind::Trie, trie::validate_page)?;
+            .read_with(r, PageKind::Trie, |p| trie::validate_page_of(p, id))?;
         Ok(Some(trie::PageView::Stored(page, r)))
     }
 

@@ -19,7 +19,8 @@
 //! | 68..80 | free-list head reference (zeros: no free pages) |
 //! | 80..88 | pages in use: the file's logical length in pages |
 //! | 88..96 | number of keys |
-//! | 96..100 | trie page elision threshold |
+//! | 96..99 | trie page elision threshold (u24; in versions 1 to 3, a u32 at 96..100) |
+//! | 99 | the trie's top page levels, 1 to 6 (version 4; before, 6) |
 //! | 100..101 | length of the value hasher's name |
 //! | 101..133 | value hasher's name (ASCII, zero padded) |
 //! | 133..181 | reserved for the rollback log's state (zeros) |
@@ -57,9 +58,10 @@ use crate::page::{HEADER_SIZE, PAGE_REF_SIZE, PAGE_SIZE, PageBuf, PageKind, Page
 
 /// Magic at the start of the meta record body.
 pub const META_MAGIC: [u8; 4] = *b"BMTD";
-/// The on-disk format version this build writes (it reads versions 1 to 3; version 1 has no
-/// one-sync records, version 2 no carried log records).
-pub const FORMAT_VERSION: u32 = 3;
+/// The on-disk format version this build writes (it reads versions 1 to 4; version 1 has no
+/// one-sync records, version 2 no carried log records, and versions 1 to 3 record no trie
+/// shape: theirs is a top page of 6 levels).
+pub const FORMAT_VERSION: u32 = 4;
 /// The oldest format version this build reads.
 pub const MIN_FORMAT_VERSION: u32 = 1;
 /// Most written-page entries a one-sync meta record holds.
@@ -145,6 +147,8 @@ pub struct Meta {
     pub key_count: u64,
     /// Trie page elision threshold.
     pub elide_below: u32,
+    /// Levels of the trie's top page (see [`crate::trie::Shape`]).
+    pub top_levels: u8,
     /// Name of the value hasher.
     pub hasher: String,
     /// Opaque rollback log state (48 bytes).
@@ -163,6 +167,14 @@ pub enum MetaError {
 }
 
 impl Meta {
+    /// The trie's shape: its elision threshold and top page.
+    pub fn trie_shape(&self) -> crate::trie::Shape {
+        crate::trie::Shape {
+            elide_below: self.elide_below,
+            top_levels: self.top_levels,
+        }
+    }
+
     /// Encodes into a sealed page for slot `seq % 2`.
     /// Encodes the record for meta slot `slot` (0 or 1: the page number its header names).
     pub fn encode(&self, slot: u64) -> Box<PageBuf> {
@@ -177,7 +189,9 @@ impl Meta {
         PageRef::encode_opt(self.freelist, &mut b[68..68 + PAGE_REF_SIZE]);
         b[80..88].copy_from_slice(&self.page_count.to_le_bytes());
         b[88..96].copy_from_slice(&self.key_count.to_le_bytes());
-        b[96..100].copy_from_slice(&self.elide_below.to_le_bytes());
+        assert!(self.elide_below < 1 << 24, "elision threshold too large");
+        b[96..99].copy_from_slice(&self.elide_below.to_le_bytes()[..3]);
+        b[99] = self.top_levels;
         let name = self.hasher.as_bytes();
         let n = name.len().min(32);
         b[100] = n as u8;
@@ -253,7 +267,16 @@ impl Meta {
             freelist: PageRef::decode(&b[68..80]),
             page_count: u64::from_le_bytes(b[80..88].try_into().expect("8 bytes")),
             key_count: u64::from_le_bytes(b[88..96].try_into().expect("8 bytes")),
-            elide_below: u32::from_le_bytes(b[96..100].try_into().expect("4 bytes")),
+            elide_below: if version >= 4 {
+                u32::from_le_bytes([b[96], b[97], b[98], 0])
+            } else {
+                u32::from_le_bytes(b[96..100].try_into().expect("4 bytes"))
+            },
+            top_levels: if version >= 4 {
+                b[99]
+            } else {
+                crate::trie::PAGE_LEVELS as u8
+            },
             hasher,
             rollback: b[133..181].try_into().expect("48 bytes"),
             journal: PageRef::decode(&b[181..193]),
@@ -265,7 +288,7 @@ impl Meta {
         let mut meta = meta;
         match (version, b[197]) {
             (_, 0) => {}
-            (2 | 3, 1) => {
+            (2.., 1) => {
                 let log_record = match b[198] {
                     0 => None,
                     1 => Some(LogRecordRef {
@@ -331,8 +354,11 @@ impl Meta {
                 )));
             }
         }
-        if meta.elide_below < 2 {
-            return Err(MetaError::Invalid("elision threshold below 2".into()));
+        if !meta.trie_shape().is_valid() {
+            return Err(MetaError::Invalid(format!(
+                "trie shape: threshold {}, top page of {} levels",
+                meta.elide_below, meta.top_levels
+            )));
         }
         Ok(meta)
     }
@@ -386,6 +412,7 @@ mod tests {
             page_count: 10,
             key_count: 100,
             elide_below: 20,
+            top_levels: 3,
             hasher: "blake2b-256".into(),
             rollback: [4; 48],
             journal: Some(PageRef { pgno: 4, crc: 3 }),
@@ -459,6 +486,7 @@ mod tests {
             page_count: 10,
             key_count: 0,
             elide_below: 20,
+            top_levels: 3,
             hasher: "blake2b-256".into(),
             rollback: [0; 48],
             journal: None,

@@ -10,6 +10,9 @@ use crate::flat::MAX_VALUE_LEN;
 use crate::io::{FileStorage, Storage};
 use crate::trie::DEFAULT_ELIDE_BELOW;
 
+/// The default of [`Options::expected_keys`].
+const DEFAULT_EXPECTED_KEYS: u64 = 1 << 20;
+
 /// How to open a database. Built with [`Options::new`] and the setters.
 #[derive(Clone)]
 pub struct Options {
@@ -18,6 +21,7 @@ pub struct Options {
     pub(crate) durable_commits: bool,
     pub(crate) create_if_missing: bool,
     pub(crate) elide_below: u32,
+    pub(crate) expected_keys: u64,
     pub(crate) max_value_size: usize,
     pub(crate) rollback: bool,
     pub(crate) rollback_retained: u32,
@@ -41,6 +45,7 @@ impl fmt::Debug for Options {
             .field("durable_commits", &self.durable_commits)
             .field("create_if_missing", &self.create_if_missing)
             .field("elide_below", &self.elide_below)
+            .field("expected_keys", &self.expected_keys)
             .field("max_value_size", &self.max_value_size)
             .field("rollback", &self.rollback)
             .field("rollback_retained", &self.rollback_retained)
@@ -68,6 +73,7 @@ impl Options {
             durable_commits: true,
             create_if_missing: true,
             elide_below: DEFAULT_ELIDE_BELOW,
+            expected_keys: DEFAULT_EXPECTED_KEYS,
             max_value_size: MAX_VALUE_LEN,
             rollback: true,
             rollback_retained: 100,
@@ -157,9 +163,21 @@ impl Options {
     }
 
     /// Trie pages with fewer keys below them than this are not stored but rebuilt from the
-    /// flat store when needed (default 20, at least 2). Fixed when the database is created.
+    /// flat store when needed (default 20, from 2 to 2^24 - 1). Fixed when the database is
+    /// created.
     pub fn elide_below(mut self, keys: u32) -> Self {
-        self.elide_below = keys.max(2);
+        self.elide_below = keys.clamp(2, (1 << 24) - 1);
+        self
+    }
+
+    /// About how many keys the state will hold (default 2^20): a new database cuts its trie
+    /// into pages so that, at that size and with this page cache, the stored trie fits in
+    /// half the cache and the subtries rebuilt from the flat store hold a few keys each (see
+    /// [`crate::trie::Shape::top_levels_for`]). Any size works with any setting; a state far
+    /// from it (8 times larger or smaller) writes more trie pages per commit, hashes more or
+    /// reads more. Fixed when the database is created: opening an existing one ignores it.
+    pub fn expected_keys(mut self, keys: u64) -> Self {
+        self.expected_keys = keys;
         self
     }
 

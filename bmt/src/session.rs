@@ -98,13 +98,7 @@ impl View {
     /// The proof of `key` in this view.
     pub(crate) fn prove(&self, db: &Inner, key: &Key) -> Result<MerkleProof> {
         let src = self.source(db);
-        trie::prove(
-            &src,
-            db.elide_below,
-            self.root_node(),
-            self.key_count(),
-            key,
-        )
+        trie::prove(&src, db.trie_shape, self.root_node(), self.key_count(), key)
     }
 
     /// A multiproof of `keys` (any order, repeats allowed) against this view's root.
@@ -115,7 +109,7 @@ impl View {
         let src = self.source(db);
         trie::multiproof(
             &src,
-            db.elide_below,
+            db.trie_shape,
             self.root_node(),
             self.key_count(),
             &keys,
@@ -168,7 +162,7 @@ impl View {
         let src = self.source(db);
         let delta = trie::Update::run(
             &src,
-            db.elide_below,
+            db.trie_shape,
             self.root_node(),
             self.key_count(),
             &trie_changes,
@@ -206,7 +200,7 @@ impl View {
         loop {
             let proof = trie::multiproof(
                 &src,
-                db.elide_below,
+                db.trie_shape,
                 self.root_node(),
                 self.key_count(),
                 &keys,

@@ -3,31 +3,43 @@
 //!
 //! # Pages
 //!
-//! The trie is cut into pages of six levels. The page of layer `L` at path `p` (the first `6L`
-//! bits of every key below it) holds the 126 nodes at depths `6L + 1` to `6L + 6` under `p`,
-//! in heap order: relative depth `r` (1 to 6), position `j` among the `2^r` nodes of that level
-//! (the key bits `6L..6L + r` read as a number), index `2^r - 2 + j`. The node at `p` itself
-//! belongs to the page above (the root node, at depth 0, is kept in the meta record).
+//! The trie is cut into layers of pages. The top page (layer 0) holds the 14 nodes at depths 1
+//! to 3; every page of a lower layer `L` holds the 126 nodes of six levels, depths `6L - 2` to
+//! `6L + 3`, under its path `p` (the first `6L - 3` bits of every key below it). So pages
+//! start at depths 0, 3, 9, 15, 21, ... Nodes are in heap order: relative depth `r` (1 to the
+//! page's levels), position `j` among the `2^r` nodes of that level (the `r` key bits below
+//! `p` read as a number), index `2^r - 2 + j`. The node at `p` itself belongs to the page
+//! above (the root node, at depth 0, is kept in the meta record).
+//!
+//! Why a short top page: with six levels everywhere, pages would start at depths 0, 6, 12, 18,
+//! and at 2^24 keys the lowest stored layer (depth 18, about 64 keys a page) would be 262,144
+//! pages, a gigabyte that no cache of a few hundred MiB holds, so nearly every update would
+//! read one trie page from the device besides its flat-store leaf. Starting the layers at
+//! 3, 9, 15, 21 makes the lowest stored layer at 2^24 keys the one at depth 15 (32,768 pages of
+//! about 512 keys, 128 MiB), below which the subtries at depth 21 hold about 8 keys, rebuilt
+//! from the flat-store leaf the update reads anyway. At 2^20 keys the layer at depth 15 (32
+//! keys a page) is stored and the subtries below it hold a key or none.
 //!
 //! A node hash says nothing of the node's kind, so each page also records which of its nodes
 //! are leaves (a zero hash is an empty subtrie; any other hash is a branch unless marked a
-//! leaf). The 64 bottom nodes of a page are the tops of the 64 pages of the next layer.
+//! leaf). The bottom nodes of a page (8 for the top page, 64 for the others) are the tops of
+//! the pages of the next layer.
 //!
 //! # Elided pages
 //!
-//! Keys of a random state spread so evenly that the last page on each path holds only two or
-//! three leaves; stored in full, those pages would take most of the disk. So a page is stored
+//! Keys of a random state spread so evenly that the last page on each path holds only a few
+//! leaves; stored in full, those pages would take most of the disk. So a page is stored
 //! only when at least `T` keys (the elision threshold, recorded in the meta record) fall under
 //! its path. Below that, the nodes are not stored: whoever needs them rebuilds them from the
 //! fewer than `T` keys under the path, which are one short, contiguous run of the flat store.
 //! The invariant "stored if and only if at least `T` keys below" makes the stored set a
 //! function of the state alone, so it needs no bookkeeping beyond each page's key count.
 //!
-//! Page layout after the common header:
+//! Page layout after the common header (whose length field holds the page's levels, 3 or 6):
 //!
 //! | bytes of the page | field |
 //! |---|---|
-//! | 32..4064 | 126 node hashes, 32 bytes each, in heap order |
+//! | 32..4064 | 126 node hashes, 32 bytes each, in heap order (the top page uses the first 14) |
 //! | 4064..4080 | leaf bits: bit `i` (u128 little endian) set when node `i` is a leaf |
 //! | 4080..4088 | stored-child bits: bit `j` (u64) set when the page below bottom node `j` is stored |
 //! | 4088..4096 | number of keys under the page's path (u64) |
@@ -58,12 +70,10 @@ use std::sync::Arc;
 
 use crate::page::{HEADER_SIZE, PAGE_SIZE, PageBuf, PageRef, SharedPage};
 
-/// Levels per page.
+/// Levels of every page below the top page.
 pub const PAGE_LEVELS: usize = 6;
-/// Nodes per page.
+/// Node slots per page (a top page of fewer levels uses the first `2^(levels+1) - 2`).
 pub const PAGE_NODES: usize = 126;
-/// The deepest layer of pages (depths 247 and 248).
-pub const MAX_LAYER: usize = (KEY_BITS - 1) / PAGE_LEVELS;
 const LEAF_BITS_AT: usize = HEADER_SIZE + PAGE_NODES * 32;
 const STORED_AT: usize = LEAF_BITS_AT + 16;
 const COUNT_AT: usize = STORED_AT + 8;
@@ -72,55 +82,168 @@ const _: () = assert!(COUNT_AT + 8 == PAGE_SIZE);
 /// The default elision threshold: pages with fewer keys below them are not stored.
 pub const DEFAULT_ELIDE_BELOW: u32 = 20;
 
-/// Which page: its layer and the path bits above it.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
-pub struct PageId {
-    /// The path: the first `6 * layer` bits, the rest zero.
-    path: Key,
-    /// The layer: the page holds depths `6 * layer + 1` to `6 * layer + 6`.
-    layer: u8,
+/// How the trie is cut into pages, and which pages are stored: fixed when the database is
+/// created, and recorded in its meta record.
+///
+/// The top page has `top_levels` levels (1 to 6) and every other page 6, so pages start at
+/// depths 0, `t`, `t + 6`, `t + 12`, ... for `t = top_levels`. What `t` is best for depends
+/// on how many keys the state holds (see [`Shape::for_keys`]): the lowest layer of stored
+/// pages should hold a few hundred keys a page, so that the stored trie is a small part of
+/// the database (and stays cached) while the elided subtries below it hold a few keys each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    /// Pages with fewer keys below them are not stored (at least 2).
+    pub elide_below: u32,
+    /// Levels of the top page: 1 to 6.
+    pub top_levels: u8,
 }
 
-impl PageId {
+impl Shape {
+    /// The top page's levels for a state of about `keys` keys and a page cache of
+    /// `cache_bytes`: such that at that size the lowest stored layer holds at least 256 keys
+    /// a page (so that the subtries elided below it hold 4 or more: fewer would mean more
+    /// pages to write per commit for little less hashing), and more if that is what it takes
+    /// for the stored trie to fit in half the cache (so that a commit finds its trie pages
+    /// there, and reads from the device only its flat-store leaves). With a 256 MiB cache the
+    /// lowest stored pages start at depth 12 at 2^20 keys (a top page of 6 levels: pages at 0,
+    /// 6, 12, 18, ...), and at depth 15 at 2^24 keys (3 levels: pages at 0, 3, 9, 15, 21, ...),
+    /// where pages at depth 12 or 18 would hold 4 or 64 times too many, or a gigabyte of
+    /// pages.
+    pub fn top_levels_for(keys: u64, cache_bytes: u64) -> u8 {
+        let keys = u128::from(keys.max(1));
+        let fits = (keys * 2 * PAGE_SIZE as u128).div_ceil(u128::from(cache_bytes.max(1)));
+        let per_page = fits.max(256);
+        // The deepest layer with at least `per_page` keys a page: log2(keys / per_page).
+        let pages = keys / per_page;
+        let lowest = if pages == 0 {
+            0
+        } else {
+            pages.ilog2() as usize
+        };
+        match lowest % PAGE_LEVELS {
+            0 => PAGE_LEVELS as u8,
+            t => t as u8,
+        }
+    }
+
+    /// Whether the shape is one this build handles.
+    pub fn is_valid(&self) -> bool {
+        self.elide_below >= 2 && (1..=PAGE_LEVELS as u8).contains(&self.top_levels)
+    }
+
+    fn t(&self) -> usize {
+        self.top_levels as usize
+    }
+
+    /// The depth of the top position of the pages of `layer`: 0, `t`, `t + 6`, ...
+    pub fn layer_top(&self, layer: usize) -> usize {
+        if layer == 0 {
+            0
+        } else {
+            self.t() + PAGE_LEVELS * (layer - 1)
+        }
+    }
+
+    /// The deepest layer of pages (the last whose top is above depth 248).
+    pub fn max_layer(&self) -> usize {
+        (KEY_BITS - 1 - self.t()) / PAGE_LEVELS + 1
+    }
+
+    /// Whether a page starts at `depth` (its top position is there).
+    pub fn is_page_top(&self, depth: usize) -> bool {
+        depth == 0 || (depth >= self.t() && (depth - self.t()).is_multiple_of(PAGE_LEVELS))
+    }
+
+    /// The levels of the page whose top is at `top`.
+    fn levels_at(&self, top: usize) -> usize {
+        if top == 0 { self.t() } else { PAGE_LEVELS }
+    }
+
+    /// The depth of the bottom nodes of the page whose top is at `top`.
+    fn bottom_of(&self, top: usize) -> usize {
+        top + self.levels_at(top)
+    }
+
+    /// The top of the page that holds the node at `depth` (1 or more).
+    fn top_above(&self, depth: usize) -> usize {
+        if depth <= self.t() {
+            0
+        } else {
+            (depth - self.t() - 1) / PAGE_LEVELS * PAGE_LEVELS + self.t()
+        }
+    }
+
+    /// The index, in its page, of the first bottom node of the page whose top is at `top`.
+    fn bottom_base(&self, top: usize) -> usize {
+        (1 << self.levels_at(top)) - 2
+    }
+
+    /// The index of the top page's bottom node on `key`'s path: its first `t` bits.
+    fn top_bits(&self, key: &Key) -> usize {
+        key.0[0] as usize >> (8 - self.t())
+    }
+
     /// The top page.
-    pub(crate) fn root_page() -> Self {
+    pub fn root_page(&self) -> PageId {
         PageId {
             path: Key::default(),
-            layer: 0,
+            top: 0,
+            levels: self.top_levels,
         }
     }
 
-    /// The page whose top position is at `depth` (a multiple of 6) on `key`'s path.
-    fn below(key: &Key, depth: usize) -> Self {
-        debug_assert_eq!(depth % PAGE_LEVELS, 0);
+    /// The page whose top position is at `depth` (a page top: see [`Shape::is_page_top`]) on
+    /// `key`'s path.
+    pub fn page(&self, key: &Key, depth: usize) -> PageId {
+        debug_assert!(self.is_page_top(depth));
         PageId {
             path: key.prefix(depth),
-            layer: (depth / PAGE_LEVELS) as u8,
+            top: depth as u8,
+            levels: self.levels_at(depth) as u8,
         }
     }
 
-    /// The depth of the page's top position.
-    fn top_depth(&self) -> usize {
-        self.layer as usize * PAGE_LEVELS
+    /// The page of `layer` on `key`'s path.
+    pub fn page_at_layer(&self, key: &Key, layer: usize) -> PageId {
+        self.page(key, self.layer_top(layer))
     }
 
-    /// The key of this page in the page table: the path bits, then a 1 bit, then zeros.
-    pub fn table_key(&self) -> Key {
-        self.path.with_bit(self.top_depth(), true)
+    /// The page whose page-table key this is (see [`PageId::table_key`]), if it is one.
+    pub fn page_of_table_key(&self, key: &Key) -> Option<PageId> {
+        let marker = (0..KEY_BITS).rev().find(|&i| key.bit(i))?;
+        if !self.is_page_top(marker) {
+            return None;
+        }
+        Some(self.page(key, marker))
+    }
+
+    /// The index of the node at `depth` on `key`'s path inside its page.
+    fn node_index(&self, key: &Key, depth: usize) -> usize {
+        let top = self.top_above(depth);
+        let r = depth - top;
+        let mut j = 0usize;
+        for i in top..depth {
+            j = (j << 1) | key.bit(i) as usize;
+        }
+        (1 << r) - 2 + j
     }
 }
 
+/// Which page: the path bits above it, where it starts and how many levels it holds.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub struct PageId {
+    /// The path: the first `top` bits, the rest zero.
+    path: Key,
+    /// The depth of the page's top position.
+    top: u8,
+    /// The page's levels.
+    levels: u8,
+}
+
 impl PageId {
-    /// The page whose page-table key this is (see [`PageId::table_key`]), if it is one.
-    pub fn from_table_key(key: &Key) -> Option<PageId> {
-        let marker = (0..KEY_BITS).rev().find(|&i| key.bit(i))?;
-        if marker % PAGE_LEVELS != 0 || marker / PAGE_LEVELS > MAX_LAYER {
-            return None;
-        }
-        Some(PageId {
-            path: key.prefix(marker),
-            layer: (marker / PAGE_LEVELS) as u8,
-        })
+    /// The key of this page in the page table: the path bits, then a 1 bit, then zeros.
+    pub fn table_key(&self) -> Key {
+        self.path.with_bit(self.depth(), true)
     }
 
     /// The path bits above the page (the rest zero).
@@ -128,27 +251,34 @@ impl PageId {
         self.path
     }
 
-    /// The layer.
-    pub fn layer(&self) -> usize {
-        self.layer as usize
-    }
-
     /// The depth of the page's top position.
     pub fn depth(&self) -> usize {
-        self.top_depth()
+        self.top as usize
+    }
+
+    /// The page's levels.
+    pub fn levels(&self) -> usize {
+        self.levels as usize
+    }
+
+    /// The number of bottom nodes (and of pages that may be stored below).
+    pub fn bottom_nodes(&self) -> usize {
+        1 << self.levels()
     }
 
     /// The page below bottom node `j`.
     pub fn child(&self, j: usize) -> PageId {
-        let top = self.top_depth();
+        let top = self.depth();
+        let levels = self.levels();
         let mut path = self.path;
         // (Below the last layer's page, positions past the key's last bit do not exist.)
-        for b in (0..PAGE_LEVELS).filter(|b| top + b < KEY_BITS) {
-            path = path.with_bit(top + b, j >> (PAGE_LEVELS - 1 - b) & 1 == 1);
+        for b in (0..levels).filter(|b| top + b < KEY_BITS) {
+            path = path.with_bit(top + b, j >> (levels - 1 - b) & 1 == 1);
         }
         PageId {
             path,
-            layer: self.layer + 1,
+            top: (top + levels).min(u8::MAX as usize) as u8,
+            levels: PAGE_LEVELS as u8,
         }
     }
 }
@@ -170,9 +300,10 @@ pub struct PageCheck {
 /// children and has at least two keys below (not two empty children, nor a leaf beside an
 /// empty one); nothing lies below a leaf or an empty position.
 pub fn check_page(page: &PageBuf) -> Result<PageCheck, String> {
+    let levels = raw_levels(page)?;
     let p = TriePage::decode(page);
     let at = |d: usize, i: usize| (1usize << d) - 2 + i;
-    for d in 1..PAGE_LEVELS {
+    for d in 1..levels {
         for i in 0..1usize << d {
             let (l, r) = (p.node(at(d + 1, 2 * i)), p.node(at(d + 1, 2 * i + 1)));
             match p.node(at(d, i)) {
@@ -205,8 +336,8 @@ pub fn check_page(page: &PageBuf) -> Result<PageCheck, String> {
         stored_children: Vec::new(),
         elided_children: Vec::new(),
     };
-    for j in 0..64 {
-        if let NodeKind::Branch(h) = p.node(at(PAGE_LEVELS, j)) {
+    for j in 0..1 << levels {
+        if let NodeKind::Branch(h) = p.node(at(levels, j)) {
             if p.child_stored(j) {
                 check.stored_children.push((j, h));
             } else {
@@ -219,27 +350,20 @@ pub fn check_page(page: &PageBuf) -> Result<PageCheck, String> {
 
 /// The page ids on the paths of sorted `keys` at `layer`, in page-table key order, each once,
 /// with the range of keys under each.
-pub fn page_ids_at(keys: &[Key], layer: usize) -> Vec<(PageId, std::ops::Range<usize>)> {
+pub fn page_ids_at(
+    shape: Shape,
+    keys: &[Key],
+    layer: usize,
+) -> Vec<(PageId, std::ops::Range<usize>)> {
     let mut out: Vec<(PageId, std::ops::Range<usize>)> = Vec::new();
     for (i, k) in keys.iter().enumerate() {
-        let id = PageId::below(k, layer * PAGE_LEVELS);
+        let id = shape.page_at_layer(k, layer);
         match out.last_mut() {
             Some((last, range)) if *last == id => range.end = i + 1,
             _ => out.push((id, i..i + 1)),
         }
     }
     out
-}
-
-/// The index of the node at `depth` on `key`'s path inside its page.
-fn node_index(key: &Key, depth: usize) -> usize {
-    let top = (depth - 1) / PAGE_LEVELS * PAGE_LEVELS;
-    let r = depth - top;
-    let mut j = 0usize;
-    for i in top..depth {
-        j = (j << 1) | key.bit(i) as usize;
-    }
-    (1 << r) - 2 + j
 }
 
 /// What is at a position of the trie.
@@ -286,10 +410,11 @@ impl Clone for TriePage {
 }
 
 impl TriePage {
-    fn empty(count: u64) -> Self {
+    fn empty(count: u64, levels: usize) -> Self {
         let mut page = PageBuf::scratch();
         // The header too: a zero sequence number says the page has no earlier version.
         page.bytes_mut()[..COUNT_AT].fill(0);
+        page.bytes_mut()[8..12].copy_from_slice(&(levels as u32).to_le_bytes());
         let mut p = TriePage { page };
         p.set_count(count);
         p
@@ -434,25 +559,69 @@ pub(crate) fn fuzz_page(page: &PageBuf) {
     let _ = raw_stored_bits(page);
 }
 
-/// Checks a trie page read from disk: leaf and stored bits only where they make sense.
+/// Seals a trie page made by an update (see [`TriePage::into_page`]) for writing as page
+/// `pgno` of commit `seq`, keeping the levels its header records; returns its checksum.
+pub fn seal_page(page: &mut PageBuf, seq: u64, pgno: u64) -> u32 {
+    let levels = u32::from_le_bytes(page.bytes()[8..12].try_into().expect("4 bytes"));
+    page.seal(crate::page::PageKind::Trie, levels, seq, pgno)
+}
+
+/// The levels a trie page's header records: 1 to 6 (a page of format version 3 or older
+/// records 0, and has 6).
+fn raw_levels(page: &PageBuf) -> Result<usize, String> {
+    let levels = u32::from_le_bytes(page.bytes()[8..12].try_into().expect("4 bytes"));
+    match levels as usize {
+        0 => Ok(PAGE_LEVELS),
+        l @ 1..=PAGE_LEVELS => Ok(l),
+        other => Err(format!("a trie page of {other} levels")),
+    }
+}
+
+/// [`validate_page`] of the page read as page `id`, whose levels must be the layer's.
+pub fn validate_page_of(page: &PageBuf, id: &PageId) -> Result<(), String> {
+    validate_page(page)?;
+    levels_match(page, id)
+}
+
+/// Whether a page that passed [`validate_page`] has the levels of page `id`'s layer.
+pub fn levels_match(page: &PageBuf, id: &PageId) -> Result<(), String> {
+    match raw_levels(page)? {
+        l if l == id.levels() => Ok(()),
+        l => Err(format!("a page of {l} levels at depth {}", id.depth())),
+    }
+}
+
+/// Checks a trie page read from disk: its levels, and leaf and stored bits only where they
+/// make sense.
 pub fn validate_page(page: &PageBuf) -> Result<(), String> {
+    let levels = raw_levels(page)?;
+    let nodes = (1 << (levels + 1)) - 2;
     let leaves = u128::from_le_bytes(
         page.bytes()[LEAF_BITS_AT..STORED_AT]
             .try_into()
             .expect("16 bytes"),
     );
-    if leaves >> PAGE_NODES != 0 {
+    if leaves >> nodes != 0 {
         return Err("leaf bits beyond the last node".into());
     }
     for i in 0..PAGE_NODES {
         let at = HEADER_SIZE + 32 * i;
-        if leaves >> i & 1 == 1 && page.bytes()[at..at + 32] == [0; 32] {
+        let zero = page.bytes()[at..at + 32] == [0; 32];
+        if leaves >> i & 1 == 1 && zero {
             return Err(format!("node {i} is an empty leaf"));
+        }
+        if i >= nodes && !zero {
+            return Err(format!("node {i} beyond a {levels}-level page"));
         }
     }
     let stored = raw_stored_bits(page);
-    for j in 0..64 {
-        if stored >> j & 1 == 1 && !matches!(raw_node(page, 62 + j), NodeKind::Branch(_)) {
+    if stored.checked_shr(1 << levels).unwrap_or(0) != 0 {
+        return Err("stored-child bits beyond the bottom nodes".into());
+    }
+    for j in 0..1 << levels {
+        if stored >> j & 1 == 1
+            && !matches!(raw_node(page, (1 << levels) - 2 + j), NodeKind::Branch(_))
+        {
             return Err(format!(
                 "stored child {j} under a node that is not a branch"
             ));
@@ -617,9 +786,10 @@ pub type PageSink<'s> =
 pub struct Update<'a> {
     src: &'a dyn TrieSource,
     cursor: Cursor,
-    threshold: u64,
+    shape: Shape,
     touched: HashMap<PageId, Touched>,
-    /// New nodes at depth 6 computed beforehand (in parallel), by the top 6 key bits.
+    /// New nodes at the top page's bottom (depth 3) computed beforehand (in parallel), by the
+    /// top 3 key bits.
     /// (With whether the page below each is stored: its pages may have been handed to the
     /// sink already, see [`Update::run`].)
     precomputed: HashMap<usize, (NodeKind, bool)>,
@@ -629,7 +799,7 @@ pub struct Update<'a> {
     scratch_hashes: Vec<Hash>,
 }
 
-/// Batches at least this large update the 64 subtries below the top page in parallel.
+/// Batches at least this large update the 8 subtries below the top page in parallel.
 const PARALLEL_MIN_CHANGES: usize = 256;
 
 impl<'a> Update<'a> {
@@ -642,17 +812,18 @@ impl<'a> Update<'a> {
     /// delta holds the other pages.
     pub fn run(
         src: &'a dyn TrieSource,
-        threshold: u32,
+        shape: Shape,
         root: NodeKind,
         key_count: u64,
         changes: &[TrieChange],
         sink: Option<&PageSink<'_>>,
     ) -> Result<TrieDelta> {
+        let threshold = shape.elide_below;
         let root_stored = key_count >= threshold as u64;
         let new_update = |touched, precomputed| Update {
             src,
             cursor: Cursor::new(),
-            threshold: threshold as u64,
+            shape,
             touched,
             precomputed,
             scratch_keys: Vec::new(),
@@ -671,7 +842,7 @@ impl<'a> Update<'a> {
             && matches!(root, NodeKind::Branch(_))
             && changes.len() >= PARALLEL_MIN_CHANGES
         {
-            Self::below_top_page(src, changes, &new_update, sink)?
+            Self::below_top_page(src, shape, changes, &new_update, sink)?
         } else {
             (HashMap::default(), HashMap::default())
         };
@@ -683,11 +854,12 @@ impl<'a> Update<'a> {
         })
     }
 
-    /// Updates, in parallel, each subtrie below the top page whose top (at depth 6) is a
+    /// Updates, in parallel, each subtrie below the top page whose top (at depth 3) is a
     /// branch with changes under it; returns the pages they touched and their new tops.
     #[allow(clippy::type_complexity)]
     fn below_top_page(
         src: &'a dyn TrieSource,
+        shape: Shape,
         changes: &[TrieChange],
         new_update: &(
              dyn Fn(HashMap<PageId, Touched>, HashMap<usize, (NodeKind, bool)>) -> Update<'a> + Sync
@@ -695,15 +867,15 @@ impl<'a> Update<'a> {
         sink: Option<&PageSink<'_>>,
     ) -> Result<(HashMap<PageId, Touched>, HashMap<usize, (NodeKind, bool)>)> {
         use rayon::prelude::*;
-        let Some(top) = src.page(&PageId::root_page())? else {
+        let Some(top) = src.page(&shape.root_page())? else {
             return Err(src.inconsistent("the top trie page is missing".into()));
         };
         let mut groups = Vec::new();
         let mut start = 0;
         while start < changes.len() {
-            let j = changes[start].key.0[0] as usize >> 2;
-            let end = start + changes[start..].partition_point(|c| (c.key.0[0] as usize >> 2) == j);
-            if let old @ NodeKind::Branch(_) = top.node(62 + j) {
+            let j = shape.top_bits(&changes[start].key);
+            let end = start + changes[start..].partition_point(|c| shape.top_bits(&c.key) == j);
+            if let old @ NodeKind::Branch(_) = top.node(shape.bottom_base(0) + j) {
                 groups.push((j, old, top.child_stored(j), start..end));
             }
             start = end;
@@ -713,10 +885,11 @@ impl<'a> Update<'a> {
             .into_par_iter()
             .map(|(j, old, stored, range)| {
                 let mut up = new_update(HashMap::default(), HashMap::default());
-                let key = Key::default().with_prefix_bits(j as u8, PAGE_LEVELS);
-                let node = up.update(key, PAGE_LEVELS, old, stored, &changes[range])?;
+                let t = shape.t();
+                let key = Key::default().with_prefix_bits(j as u8, t);
+                let node = up.update(key, t, old, stored, &changes[range])?;
                 let now_stored = matches!(
-                    up.touched.get(&PageId::below(&key, PAGE_LEVELS)),
+                    up.touched.get(&shape.page(&key, t)),
                     Some(Touched::Live(..))
                 );
                 // The pages of this subtrie are final: nothing above the top page's bottom
@@ -737,7 +910,7 @@ impl<'a> Update<'a> {
         Ok((touched, precomputed))
     }
 
-    /// The node at (`key`, `depth`), a page top (depth a multiple of 6) or the root, with
+    /// The node at (`key`, `depth`), a page top (see [`Shape::is_page_top`]) or the root, with
     /// `changes` below it: returns its new value. `stored` says whether the page below it (its
     /// children's page) is stored in the old trie.
     fn update(
@@ -751,12 +924,12 @@ impl<'a> Update<'a> {
         if changes.is_empty() {
             return Ok(old);
         }
-        if depth == PAGE_LEVELS
-            && let Some((node, _)) = self.precomputed.get(&(key.0[0] as usize >> 2))
+        if depth == self.shape.t()
+            && let Some((node, _)) = self.precomputed.get(&self.shape.top_bits(&key))
         {
             return Ok(*node);
         }
-        debug_assert!(depth.is_multiple_of(PAGE_LEVELS));
+        debug_assert!(self.shape.is_page_top(depth));
         match old {
             NodeKind::Branch(_) => {}
             NodeKind::Empty => {
@@ -778,11 +951,11 @@ impl<'a> Update<'a> {
             let leaves = self.merged_leaves(&key, depth, changes)?;
             return self.build(&key, depth, &leaves);
         }
-        let id = PageId::below(&key, depth);
+        let id = self.shape.page(&key, depth);
         let (mut page, old_ref) = self.take_page(id)?;
         let delta: i64 = changes.iter().map(|c| c.delta).sum();
         let count = page.count() as i64 + delta;
-        if count < self.threshold as i64 {
+        if count < self.shape.elide_below as i64 {
             let leaves = self.merged_leaves(&key, depth, changes)?;
             self.remove_stored(id, page.stored(), old_ref)?;
             return Ok(subtrie(&leaves, depth));
@@ -859,11 +1032,11 @@ impl<'a> Update<'a> {
             return Ok(old);
         }
         match old {
-            NodeKind::Branch(_) if depth < top + PAGE_LEVELS => {
+            NodeKind::Branch(_) if depth < self.shape.bottom_of(top) => {
                 self.update_within(page, top, key, depth, changes)
             }
             NodeKind::Branch(_) => {
-                let stored = page.child_stored(index - 62);
+                let stored = page.child_stored(index - self.shape.bottom_base(top));
                 self.update(key, depth, old, stored, changes)
             }
             NodeKind::Empty => {
@@ -892,25 +1065,26 @@ impl<'a> Update<'a> {
         changed: bool,
     ) {
         page.set(index, node);
-        if index >= 62 {
+        if self.shape.is_page_top(depth) {
+            let j = index - self.shape.bottom_base(self.shape.top_above(depth));
             let stored = match node {
                 NodeKind::Branch(_) if changed => {
-                    match self.touched.get(&PageId::below(key, depth)) {
+                    match self.touched.get(&self.shape.page(key, depth)) {
                         Some(Touched::Live(..)) => true,
                         Some(Touched::Removed(_)) => false,
                         // A subtrie below the top page updated beforehand, whose pages may
                         // have gone to the sink.
-                        None if depth == PAGE_LEVELS => self
+                        None if depth == self.shape.t() => self
                             .precomputed
-                            .get(&(key.0[0] as usize >> 2))
+                            .get(&self.shape.top_bits(key))
                             .is_some_and(|(_, stored)| *stored),
                         None => false,
                     }
                 }
-                NodeKind::Branch(_) => page.child_stored(index - 62),
+                NodeKind::Branch(_) => page.child_stored(j),
                 _ => false,
             };
-            page.set_child_stored(index - 62, stored);
+            page.set_child_stored(j, stored);
         }
     }
 
@@ -990,15 +1164,15 @@ impl<'a> Update<'a> {
     /// Builds from nothing the subtrie of `leaves` at a page top (`key`, `depth`), storing a
     /// page below it if it has at least `T` keys.
     fn build(&mut self, key: &Key, depth: usize, leaves: &[(Key, Hash)]) -> Result<NodeKind> {
-        if (leaves.len() as u64) < self.threshold.max(2) {
+        if (leaves.len() as u64) < u64::from(self.shape.elide_below.max(2)) {
             return Ok(subtrie(leaves, depth));
         }
-        let id = PageId::below(key, depth);
+        let id = self.shape.page(key, depth);
         let old = match self.touched.remove(&id) {
             Some(Touched::Live(_, old)) | Some(Touched::Removed(old)) => old,
             None => None,
         };
-        let mut page = TriePage::empty(leaves.len() as u64);
+        let mut page = TriePage::empty(leaves.len() as u64, self.shape.levels_at(depth));
         let result = self.build_branch(&mut page, depth, key, depth, leaves);
         self.touched.insert(id, Touched::Live(page, old));
         result
@@ -1017,7 +1191,7 @@ impl<'a> Update<'a> {
         if leaves.len() < 2 {
             return Ok(subtrie(leaves, depth));
         }
-        if depth == top + PAGE_LEVELS {
+        if depth == self.shape.bottom_of(top) {
             return self.build(key, depth, leaves);
         }
         self.build_branch(page, top, key, depth, leaves)
@@ -1051,14 +1225,9 @@ impl<'a> Update<'a> {
     /// page below it.
     fn remove_stored(&mut self, id: PageId, stored_bits: u64, old: Option<PageRef>) -> Result<()> {
         self.touched.insert(id, Touched::Removed(old));
-        for j in 0..64usize {
+        for j in 0..id.bottom_nodes() {
             if stored_bits >> j & 1 == 1 {
-                let mut path = id.path;
-                let top = id.top_depth();
-                for b in 0..PAGE_LEVELS {
-                    path = path.with_bit(top + b, (j >> (PAGE_LEVELS - 1 - b)) & 1 == 1);
-                }
-                let child = PageId::below(&path, top + PAGE_LEVELS);
+                let child = id.child(j);
                 let (bits, r) = match self.touched.remove(&child) {
                     Some(Touched::Live(p, r)) => (p.stored(), r),
                     Some(Touched::Removed(r)) => {
@@ -1147,7 +1316,7 @@ fn merge_changes(old: &[(Key, Hash)], changes: &[TrieChange]) -> Vec<(Key, Hash)
 /// The proof of `key` in the trie with root node `root` and `key_count` keys.
 pub fn prove(
     src: &dyn TrieSource,
-    threshold: u32,
+    shape: Shape,
     root: NodeKind,
     key_count: u64,
     key: &Key,
@@ -1157,7 +1326,7 @@ pub fn prove(
     let mut node = root;
     let mut depth = 0usize;
     // The page holding the children of the current node, when stored.
-    let mut stored = key_count >= threshold as u64;
+    let mut stored = key_count >= u64::from(shape.elide_below);
     let mut page: Option<PageView> = None;
     let terminal = loop {
         match node {
@@ -1178,7 +1347,7 @@ pub fn prove(
             }
             NodeKind::Branch(_) => {}
         }
-        if depth.is_multiple_of(PAGE_LEVELS) {
+        if shape.is_page_top(depth) {
             if !stored {
                 // Elided: finish the path from the keys below.
                 let leaves: Vec<(Key, Hash, LeafValue)> =
@@ -1188,7 +1357,7 @@ pub fn prove(
                         .collect();
                 break finish_from_leaves(&leaves, key, depth, &mut siblings);
             }
-            let id = PageId::below(key, depth);
+            let id = shape.page(key, depth);
             page = Some(
                 src.page(&id)?
                     .ok_or_else(|| src.inconsistent(format!("trie page {id:?} is missing")))?,
@@ -1200,13 +1369,13 @@ pub fn prove(
         if depth >= KEY_BITS {
             return Err(src.inconsistent("a branch at depth 248".into()));
         }
-        let own = node_index(key, depth + 1);
-        let other = node_index(&key.with_bit(depth, !key.bit(depth)), depth + 1);
+        let own = shape.node_index(key, depth + 1);
+        let other = shape.node_index(&key.with_bit(depth, !key.bit(depth)), depth + 1);
         siblings.push(p.node(other).hash());
         node = p.node(own);
         depth += 1;
-        if depth.is_multiple_of(PAGE_LEVELS) {
-            stored = p.child_stored(own - 62);
+        if shape.is_page_top(depth) {
+            stored = p.child_stored(own - shape.bottom_base(shape.top_above(depth)));
         }
     };
     MerkleProof::new(*key, siblings, terminal).map_err(|e: ProofError| {
@@ -1219,7 +1388,7 @@ pub fn prove(
 /// instead (a leaf, or a branch over its children's hashes): the siblings a delete exposes.
 pub fn multiproof(
     src: &dyn TrieSource,
-    threshold: u32,
+    shape: Shape,
     root: NodeKind,
     key_count: u64,
     keys: &[Key],
@@ -1227,6 +1396,7 @@ pub fn multiproof(
 ) -> Result<MultiProof> {
     let mut walk = ProofWalk {
         src,
+        shape,
         cursor: Cursor::new(),
         expand,
         out: Vec::new(),
@@ -1235,7 +1405,7 @@ pub fn multiproof(
         Key::default(),
         0,
         root,
-        key_count >= threshold as u64,
+        key_count >= u64::from(shape.elide_below),
         None,
         keys,
     )?;
@@ -1245,6 +1415,7 @@ pub fn multiproof(
 
 struct ProofWalk<'a> {
     src: &'a dyn TrieSource,
+    shape: Shape,
     cursor: Cursor,
     expand: &'a std::collections::HashSet<Position>,
     out: Vec<ProofNode>,
@@ -1297,7 +1468,7 @@ impl ProofWalk<'_> {
             return Err(self.src.inconsistent("a branch at depth 248".into()));
         }
         let owned;
-        let page = if depth.is_multiple_of(PAGE_LEVELS) {
+        let page = if self.shape.is_page_top(depth) {
             if !stored {
                 let leaves: Vec<(Key, LeafValue, Hash)> =
                     scan_leaves(self.src, &mut self.cursor, &key, depth)?
@@ -1306,7 +1477,7 @@ impl ProofWalk<'_> {
                         .collect();
                 return self.leaves(&key, depth, &leaves, keys);
             }
-            let id = PageId::below(&key, depth);
+            let id = self.shape.page(&key, depth);
             owned = self.src.page(&id)?.ok_or_else(|| {
                 self.src
                     .inconsistent(format!("trie page {id:?} is missing"))
@@ -1315,7 +1486,7 @@ impl ProofWalk<'_> {
         } else {
             page.ok_or_else(|| self.src.inconsistent("a page is missing".into()))?
         };
-        let top = depth / PAGE_LEVELS * PAGE_LEVELS;
+        let top = self.shape.top_above(depth + 1);
         let (li, ri) = child_indices(&key, top, depth);
         let (l, r) = (page.node(li), page.node(ri));
         self.out.push(ProofNode::Branch);
@@ -1330,9 +1501,10 @@ impl ProofWalk<'_> {
             return Ok(());
         }
         let split = keys.partition_point(|k| !k.bit(depth));
-        let bottom = depth + 1 == top + PAGE_LEVELS;
-        let l_stored = bottom && page.child_stored(li.saturating_sub(62));
-        let r_stored = bottom && page.child_stored(ri.saturating_sub(62));
+        let bottom = depth + 1 == self.shape.bottom_of(top);
+        let base = self.shape.bottom_base(top);
+        let l_stored = bottom && page.child_stored(li.saturating_sub(base));
+        let r_stored = bottom && page.child_stored(ri.saturating_sub(base));
         let inner = if bottom { None } else { Some(page) };
         self.node(
             key.with_bit(depth, false),
@@ -1447,28 +1619,82 @@ fn finish_from_leaves(
 mod tests {
     use super::*;
 
+    const SHAPE3: Shape = Shape {
+        elide_below: 20,
+        top_levels: 3,
+    };
+
+    #[test]
+    fn geometry() {
+        for t in 1..=6u8 {
+            let shape = Shape {
+                elide_below: 20,
+                top_levels: t,
+            };
+            let t = t as usize;
+            let tops: Vec<usize> = (0..=shape.max_layer())
+                .map(|l| shape.layer_top(l))
+                .collect();
+            assert_eq!(tops[..3], [0, t, t + 6]);
+            assert!(*tops.last().unwrap() < KEY_BITS);
+            assert!(shape.layer_top(shape.max_layer() + 1) >= KEY_BITS);
+            for d in 0..KEY_BITS {
+                assert_eq!(shape.is_page_top(d), tops.contains(&d), "depth {d}");
+            }
+            for d in 1..KEY_BITS {
+                let top = shape.top_above(d);
+                assert!(shape.is_page_top(top) && top < d && d <= shape.bottom_of(top));
+            }
+        }
+        let mib = 1u64 << 20;
+        let for_keys =
+            |bits: u32, cache_mib: u64| Shape::top_levels_for(1 << bits, cache_mib * mib);
+        assert_eq!(for_keys(20, 256), 6);
+        assert_eq!(for_keys(24, 256), 3);
+        assert_eq!(for_keys(24, 1024), 4);
+        assert_eq!(for_keys(22, 256), 2);
+        assert_eq!(for_keys(4, 256), 6);
+        assert_eq!(Shape::top_levels_for(0, 0), 6);
+        assert!((1..=6).contains(&Shape::top_levels_for(u64::MAX, 1)));
+    }
+
     #[test]
     fn node_indices() {
+        let s = SHAPE3;
         let k = Key([0; 31]);
-        assert_eq!(node_index(&k, 1), 0);
-        assert_eq!(node_index(&k.with_bit(0, true), 1), 1);
-        assert_eq!(node_index(&k, 6), 62);
-        assert_eq!(node_index(&Key([0xFF; 31]), 6), 125);
-        assert_eq!(node_index(&Key([0xFF; 31]), 7), 1);
-        assert_eq!(PageId::below(&k, 0), PageId::root_page());
-        assert_eq!(PageId::below(&k, 6).layer, 1);
-        assert_eq!(PageId::below(&k, 246).layer, 41);
-        assert_eq!(node_index(&Key([0xFF; 31]), 248), (1 << 2) - 2 + 3);
+        assert_eq!(s.node_index(&k, 1), 0);
+        assert_eq!(s.node_index(&k.with_bit(0, true), 1), 1);
+        assert_eq!(s.node_index(&k, 3), 6);
+        assert_eq!(s.node_index(&Key([0xFF; 31]), 3), 13);
+        assert_eq!(s.node_index(&k, 4), 0);
+        assert_eq!(s.node_index(&k, 9), 62);
+        assert_eq!(s.node_index(&Key([0xFF; 31]), 9), 125);
+        assert_eq!(s.node_index(&Key([0xFF; 31]), 10), 1);
+        assert_eq!(s.page(&k, 0), s.root_page());
+        assert_eq!(s.page(&k, 3).levels(), 6);
+        assert_eq!(s.root_page().levels(), 3);
+        assert_eq!(s.page_at_layer(&k, 2), s.page(&k, 9));
+        assert_eq!(s.page_at_layer(&k, 41), s.page(&k, 243));
+        assert_eq!(s.root_page().child(7), s.page(&Key([0xE0; 31]), 3));
+        let ones = (3..9).fold(Key::default(), |p, b| p.with_bit(b, true));
+        assert_eq!(s.page(&k, 3).child(63), s.page(&ones, 9));
+        // The last page holds depths 244 to 248: 5 levels of its 6 exist.
+        assert_eq!(s.node_index(&Key([0xFF; 31]), 248), (1 << 5) - 2 + 31);
     }
 
     #[test]
     fn table_keys_are_distinct() {
+        let s = SHAPE3;
         let k = Key([0xAB; 31]);
-        let a = PageId::below(&k, 6).table_key();
-        let b = PageId::below(&k, 12).table_key();
-        let c = PageId::root_page().table_key();
+        let a = s.page(&k, 3).table_key();
+        let b = s.page(&k, 9).table_key();
+        let c = s.root_page().table_key();
         assert_ne!(a, b);
         assert_ne!(a, c);
-        assert!(PageId::below(&k, 246).table_key().bit(246));
+        assert!(s.page(&k, 243).table_key().bit(243));
+        for id in [s.page(&k, 3), s.page(&k, 243), s.root_page()] {
+            assert_eq!(s.page_of_table_key(&id.table_key()), Some(id));
+        }
+        assert_eq!(s.page_of_table_key(&Key::default().with_bit(6, true)), None);
     }
 }

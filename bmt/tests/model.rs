@@ -72,12 +72,26 @@ fn check(db: &Nomt, model: &BTreeMap<Key, Vec<u8>>, probes: &[Key]) {
     }
 }
 
-fn run(batches: Vec<Vec<Op>>, base: [u8; 31], elide_below: u32, reopen_every: usize) {
+/// The expected key count that, with the 1 MiB cache of [`run`], gives the trie a top page of
+/// `top_levels` levels (1 to 6; see `Shape::top_levels_for`): pages start at depths 0,
+/// `top_levels`, `top_levels + 6`, ...
+fn expected_keys_for_top(top_levels: u32) -> u64 {
+    1 << (8 + top_levels)
+}
+
+fn run(
+    batches: Vec<Vec<Op>>,
+    base: [u8; 31],
+    elide_below: u32,
+    top_levels: u32,
+    reopen_every: usize,
+) {
     let storage = Arc::new(MemStorage::new());
     let options = Options::new("/db")
         .storage(storage.clone())
         .elide_below(elide_below)
-        .page_cache_size(1 << 20);
+        .page_cache_size(1 << 20)
+        .expected_keys(expected_keys_for_top(top_levels));
     let mut db = Nomt::open(options.clone()).unwrap();
     let mut model: BTreeMap<Key, Vec<u8>> = BTreeMap::new();
     for (n, batch) in batches.into_iter().enumerate() {
@@ -131,8 +145,9 @@ proptest! {
         batches in proptest::collection::vec(proptest::collection::vec(arb_op(), 0..150), 1..8),
         base in any::<[u8; 31]>(),
         elide in prop_oneof![Just(2u32), Just(4), Just(20)],
+        top_levels in 1u32..=6,
     ) {
-        run(batches, base, elide, 3);
+        run(batches, base, elide, top_levels, 3);
     }
 }
 
@@ -164,8 +179,9 @@ fn many_keys_many_commits() {
     }
     // Commits of 2,000 changes look up their trie paths in two halves; with a threshold of
     // 2 the halves share stored pages on several layers (a few commits: it is slow).
-    run(batches[..4].to_vec(), [0; 31], 2, 2);
-    run(batches, [0; 31], 20, 4);
+    run(batches[..4].to_vec(), [0; 31], 2, 6, 2);
+    run(batches.clone(), [0; 31], 20, 6, 4);
+    run(batches, [0; 31], 20, 3, 4);
 }
 
 #[test]
@@ -213,7 +229,15 @@ fn parallel_subtries_that_collapse() {
             .map(|t| Op::Put(0, *t, vec![2; 40])),
     );
     for elide in [2, 20] {
-        run(vec![load.clone(), batch.clone()], [0; 31], elide, 0);
+        for top_levels in [3, 6] {
+            run(
+                vec![load.clone(), batch.clone()],
+                [0; 31],
+                elide,
+                top_levels,
+                0,
+            );
+        }
     }
 }
 
@@ -248,7 +272,10 @@ fn parallel_commit_that_removes_the_top_page() {
         let mut shrink: Vec<Op> = (0..3000 - keep).map(|_| Op::DeleteExisting(0)).collect();
         shrink.push(Op::Put(0, [9; 31], vec![3; 8]));
         let after = vec![Op::Put(0, [10; 31], vec![4; 8]), Op::DeleteExisting(0)];
-        run(vec![load.clone(), shrink, after], [0; 31], elide, 1);
+        for top_levels in [3, 6] {
+            let batches = vec![load.clone(), shrink.clone(), after.clone()];
+            run(batches, [0; 31], elide, top_levels, 1);
+        }
     }
 }
 
@@ -260,6 +287,8 @@ fn rollback_of_a_bulk_load_to_an_empty_state() {
         let options = Options::new("/db")
             .storage(storage.clone())
             .elide_below(elide)
+            .page_cache_size(1 << 20)
+            .expected_keys(expected_keys_for_top(3))
             .rollback(true);
         let db = Nomt::open(options.clone()).unwrap();
         for t in spread_keys(11) {
