@@ -201,10 +201,12 @@ struct BmtEngine {
 }
 
 impl BmtEngine {
-    fn open(dir: &Path, cache_mb: u64, rollback: bool, wal: bool) -> Result<Self> {
-        // Warm-up as NOMT's driver has it (`Options::warm_up`, and a hint per write).
+    fn open(dir: &Path, cache_mb: u64, capacity: u32, rollback: bool, wal: bool) -> Result<Self> {
+        // Warm-up as NOMT's driver has it (`Options::warm_up`, and a hint per write). The
+        // trie's pages cut for the key count, as NOMT's hash table is sized for it.
         let options = bmt::Options::new(dir)
             .page_cache_size(cache_mb << 20)
+            .expected_keys(1 << capacity)
             .rollback(rollback)
             .rollback_retained(100)
             .write_ahead_log(wal)
@@ -286,6 +288,7 @@ fn open_engine(
         Backend::Bmt => Ok(Box::new(BmtEngine::open(
             dir,
             args.cache_mb,
+            args.capacity,
             rollback,
             args.wal,
         )?)),
@@ -426,7 +429,8 @@ fn orchestrate(args: &Args) -> Result<Status> {
             "workload {:?}: 2^{} keys, {} operations per commit ({}% of writes insert new \
              keys), caches {} MiB per engine; rollback log {} (both); warm-up of written keys \
              on (both); NOMT: hash table of {} buckets (not preallocated), commit concurrency = \
-             cores; direct I/O (both); bmt: write-ahead log of small commits {}",
+             cores; direct I/O (both); bmt: trie pages cut for 2^{} keys, write-ahead log of \
+             small commits {}",
             args.workload,
             args.capacity,
             args.size,
@@ -438,6 +442,7 @@ fn orchestrate(args: &Args) -> Result<Status> {
                 "off"
             },
             (1u64 << args.capacity).max(1 << 16),
+            args.capacity,
             if args.wal { "on" } else { "off" },
         );
     }
