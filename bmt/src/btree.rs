@@ -565,8 +565,9 @@ pub struct LeafWindows {
 }
 
 impl LeafWindows {
-    /// Calls `f` with every entry in `lo..=hi`, in order, if one of the leaves covers the
-    /// whole range (then returns true); returns false, calling nothing, if none does.
+    /// Calls `f` with every entry in `lo..=hi`, in order, if the leaves cover the whole range
+    /// (one leaf, or neighbours one after the other: an elided subtrie's keys may straddle
+    /// two leaves), then returns true; returns false, calling nothing, if they do not.
     pub fn range(
         &self,
         lo: &Key,
@@ -577,18 +578,29 @@ impl LeafWindows {
         let at = self
             .leaves
             .partition_point(|(lower, ..)| lower.is_none_or(|l| l <= *lo));
-        let Some((lower, upper, page)) = at.checked_sub(1).map(|i| &self.leaves[i]) else {
+        let Some(first) = at.checked_sub(1) else {
             return Ok(false);
         };
-        if upper.is_some_and(|u| u <= *hi) {
-            return Ok(false);
+        // The leaves from `first` to `last` follow one another and cover `lo..=hi`.
+        let mut last = first;
+        while let Some(upper) = self.leaves[last].1.filter(|u| u <= hi) {
+            match self.leaves.get(last + 1) {
+                Some((Some(next), ..)) if *next == upper => last += 1,
+                _ => return Ok(false),
+            }
         }
-        let (l, h) = head_bounds(*lower, *upper);
-        let (start, _) = leaf_search_within(page, 0, &lo.0, l, h);
-        for i in start..leaf_len(page) {
-            let key = leaf_key_owned(page, i);
-            if key > *hi || !f(&key, leaf_payload(page, i))? {
-                break;
+        for (n, (lower, upper, page)) in self.leaves[first..=last].iter().enumerate() {
+            let start = if n == 0 {
+                let (l, h) = head_bounds(*lower, *upper);
+                leaf_search_within(page, 0, &lo.0, l, h).0
+            } else {
+                0
+            };
+            for i in start..leaf_len(page) {
+                let key = leaf_key_owned(page, i);
+                if key > *hi || !f(&key, leaf_payload(page, i))? {
+                    return Ok(true);
+                }
             }
         }
         Ok(true)
@@ -1566,6 +1578,48 @@ mod tests {
                     assert_eq!(branch_route_within(page, &probe.0, lo, hi), want);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn leaf_windows_answer_ranges_across_neighbouring_leaves_or_decline() {
+        let pager = pager();
+        let mut next = 1u64;
+        let changes: BTreeMap<Key, Option<Vec<u8>>> =
+            (0..5000u64).map(|i| (key(i), Some(vec![1; 40]))).collect();
+        let root = apply(&pager, None, &changes, &mut next);
+        let keys: Vec<Key> = changes.keys().copied().collect();
+        for (step, all_answered) in [(10, true), (400, false)] {
+            // Walking every 10th key reaches every leaf (about 50 keys each); every 400th, a
+            // leaf in eight.
+            let walked: Vec<Key> = keys.iter().step_by(step).copied().collect();
+            let windows = walk_for_commit(&pager, root, &walked, &[]).unwrap().leaves;
+            let (mut answered, mut declined) = (0, 0);
+            for a in (0..4800).step_by(37) {
+                for len in [0, 1, 40, 60, 130] {
+                    let (lo, hi) = (keys[a], keys[(a + len).min(4999)]);
+                    let mut seen = Vec::new();
+                    let covered = windows
+                        .range(&lo, &hi, &mut |k, _| {
+                            seen.push(*k);
+                            Ok(true)
+                        })
+                        .unwrap();
+                    if covered {
+                        assert_eq!(seen, keys[a..=(a + len).min(4999)].to_vec());
+                        answered += 1;
+                    } else {
+                        assert!(seen.is_empty());
+                        declined += 1;
+                    }
+                }
+            }
+            assert_eq!(
+                declined == 0,
+                all_answered,
+                "{answered} answered, {declined} not"
+            );
+            assert!(answered > 0);
         }
     }
 
