@@ -22,6 +22,7 @@ pub struct Options {
     pub(crate) create_if_missing: bool,
     pub(crate) elide_below: u32,
     pub(crate) expected_keys: u64,
+    pub(crate) space_slack_percent: u32,
     pub(crate) max_value_size: usize,
     pub(crate) rollback: bool,
     pub(crate) rollback_retained: u32,
@@ -46,6 +47,7 @@ impl fmt::Debug for Options {
             .field("create_if_missing", &self.create_if_missing)
             .field("elide_below", &self.elide_below)
             .field("expected_keys", &self.expected_keys)
+            .field("space_slack_percent", &self.space_slack_percent)
             .field("max_value_size", &self.max_value_size)
             .field("rollback", &self.rollback)
             .field("rollback_retained", &self.rollback_retained)
@@ -74,6 +76,7 @@ impl Options {
             create_if_missing: true,
             elide_below: DEFAULT_ELIDE_BELOW,
             expected_keys: DEFAULT_EXPECTED_KEYS,
+            space_slack_percent: 50,
             max_value_size: MAX_VALUE_LEN,
             rollback: true,
             rollback_retained: 100,
@@ -178,6 +181,18 @@ impl Options {
     /// reads more. Fixed when the database is created: opening an existing one ignores it.
     pub fn expected_keys(mut self, keys: u64) -> Self {
         self.expected_keys = keys;
+        self
+    }
+
+    /// How much free space the data file may hold, as a percentage of the pages the state
+    /// uses (default 50, at most 400), before commits fill short runs of free pages instead
+    /// of growing the file. More slack: longer runs of free pages, so a commit's pages go to
+    /// the device in fewer, longer writes (at 2^24 keys the writes are most of a large
+    /// commit's device time), for a larger file. Measured at 2^24 keys: 25% gave 36,000
+    /// updates/s and a 1.7 GB file, 50% 44,700/s and 2.1 GB, 100% 47,400/s and 2.7 GB. Can be
+    /// changed at every open.
+    pub fn space_slack_percent(mut self, percent: u32) -> Self {
+        self.space_slack_percent = percent.min(400);
         self
     }
 
