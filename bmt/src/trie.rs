@@ -3,27 +3,27 @@
 //!
 //! # Pages
 //!
-//! The trie is cut into layers of pages. The top page (layer 0) holds the 14 nodes at depths 1
-//! to 3; every page of a lower layer `L` holds the 126 nodes of six levels, depths `6L - 2` to
-//! `6L + 3`, under its path `p` (the first `6L - 3` bits of every key below it). So pages
-//! start at depths 0, 3, 9, 15, 21, ... Nodes are in heap order: relative depth `r` (1 to the
-//! page's levels), position `j` among the `2^r` nodes of that level (the `r` key bits below
-//! `p` read as a number), index `2^r - 2 + j`. The node at `p` itself belongs to the page
-//! above (the root node, at depth 0, is kept in the meta record).
+//! The trie is cut into layers of pages, in the database's [`Shape`]: the top page (layer 0)
+//! holds the nodes at depths 1 to `t` (its `t` levels, 1 to 6, fixed when the database is
+//! created), and every page of a lower layer the 126 nodes of six levels below its path `p`,
+//! so pages start at depths 0, `t`, `t + 6`, `t + 12`, ... Nodes are in heap order: relative
+//! depth `r` (1 to the page's levels), position `j` among the `2^r` nodes of that level (the
+//! `r` key bits below `p` read as a number), index `2^r - 2 + j`. The node at `p` itself
+//! belongs to the page above (the root node, at depth 0, is kept in the meta record).
 //!
-//! Why a short top page: with six levels everywhere, pages would start at depths 0, 6, 12, 18,
-//! and at 2^24 keys the lowest stored layer (depth 18, about 64 keys a page) would be 262,144
-//! pages, a gigabyte that no cache of a few hundred MiB holds, so nearly every update would
-//! read one trie page from the device besides its flat-store leaf. Starting the layers at
-//! 3, 9, 15, 21 makes the lowest stored layer at 2^24 keys the one at depth 15 (32,768 pages of
-//! about 512 keys, 128 MiB), below which the subtries at depth 21 hold about 8 keys, rebuilt
-//! from the flat-store leaf the update reads anyway. At 2^20 keys the layer at depth 15 (32
-//! keys a page) is stored and the subtries below it hold a key or none.
+//! Why the shape depends on the state's size: with six levels everywhere (`t = 6`), pages
+//! start at depths 0, 6, 12, 18, and at 2^24 keys the lowest stored layer (depth 18, about 64
+//! keys a page) would be 262,144 pages, a gigabyte that no cache of a few hundred MiB holds,
+//! so nearly every update would read one trie page from the device besides its flat-store
+//! leaf. With `t = 3` the lowest stored layer at 2^24 keys is the one at depth 15 (32,768
+//! pages of about 512 keys, 128 MiB), below which the subtries at depth 21 hold about 8 keys,
+//! rebuilt from the flat-store leaf the update reads anyway. But at 2^20 keys `t = 3` would
+//! store the layer at depth 15 (32 keys a page), four times the pages to write per commit of
+//! the layer at depth 12 that `t = 6` stores. See [`Shape::top_levels_for`].
 //!
 //! A node hash says nothing of the node's kind, so each page also records which of its nodes
 //! are leaves (a zero hash is an empty subtrie; any other hash is a branch unless marked a
-//! leaf). The bottom nodes of a page (8 for the top page, 64 for the others) are the tops of
-//! the pages of the next layer.
+//! leaf). The `2^levels` bottom nodes of a page are the tops of the pages of the next layer.
 //!
 //! # Elided pages
 //!
@@ -35,11 +35,12 @@
 //! The invariant "stored if and only if at least `T` keys below" makes the stored set a
 //! function of the state alone, so it needs no bookkeeping beyond each page's key count.
 //!
-//! Page layout after the common header (whose length field holds the page's levels, 3 or 6):
+//! Page layout after the common header (whose length field holds the page's levels, 1 to 6;
+//! 0 in a page of format version 3 or older, which has 6):
 //!
 //! | bytes of the page | field |
 //! |---|---|
-//! | 32..4064 | 126 node hashes, 32 bytes each, in heap order (the top page uses the first 14) |
+//! | 32..4064 | 126 node hashes, 32 bytes each, in heap order (a top page of `t` levels uses the first `2^(t+1) - 2`) |
 //! | 4064..4080 | leaf bits: bit `i` (u128 little endian) set when node `i` is a leaf |
 //! | 4080..4088 | stored-child bits: bit `j` (u64) set when the page below bottom node `j` is stored |
 //! | 4088..4096 | number of keys under the page's path (u64) |
