@@ -17,6 +17,15 @@ fn mem_options(storage: &MemStorage) -> Options {
     Options::new("/db").storage(Arc::new(storage.clone()))
 }
 
+/// The size of the data file of a database in `storage` at `/db`.
+fn data_file_size(storage: &MemStorage) -> u64 {
+    storage
+        .file(Path::new("/db/data.bmt"))
+        .unwrap()
+        .size()
+        .unwrap()
+}
+
 fn key(i: u64) -> Key {
     let mut k = [0u8; 31];
     k[..8].copy_from_slice(&i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
@@ -148,13 +157,7 @@ fn more_space_slack_gives_a_larger_file() {
         }
         db.check(&mut |_| {}).unwrap();
         roots.push(db.root());
-        sizes.push(
-            storage
-                .file(Path::new("/db/data.bmt"))
-                .unwrap()
-                .size()
-                .unwrap(),
-        );
+        sizes.push(data_file_size(&storage));
     }
     assert!(roots.iter().all(|r| *r == roots[0]));
     assert!(sizes[0] < sizes[1] && sizes[1] < sizes[2], "{sizes:?}");
@@ -497,13 +500,7 @@ fn free_list_journal_survives_reopens_and_space_is_reused() {
             let reference = ReferenceTrie::new(model.iter().map(|(k, v)| (*k, v.clone())));
             assert_eq!(db.root(), reference.root());
         }
-        sizes.push(
-            storage
-                .file(Path::new("/db/data.bmt"))
-                .unwrap()
-                .size()
-                .unwrap(),
-        );
+        sizes.push(data_file_size(&storage));
     }
     for (k, v) in &model {
         assert_eq!(db.get(k).unwrap().as_ref(), Some(v));
