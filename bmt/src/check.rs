@@ -70,6 +70,9 @@ pub struct CheckReport {
     pub table_pages: u64,
     /// Stored trie pages.
     pub trie_pages: u64,
+    /// Levels of the trie's top page (the database's trie shape: pages start at depths 0,
+    /// this, this + 6, ...).
+    pub trie_top_levels: u8,
     /// Subtries below stored pages recomputed from the flat store.
     pub elided_subtries: u64,
     /// Pages of the free list and its journal.
@@ -152,6 +155,7 @@ impl Inner {
         let mut report = CheckReport {
             root: meta.root,
             file_pages: meta.page_count,
+            trie_top_levels: self.trie_shape.top_levels,
             ..CheckReport::default()
         };
         let mut used = UsedPages {

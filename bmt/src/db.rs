@@ -477,6 +477,7 @@ impl Inner {
                     top_levels: trie::Shape::top_levels_for(
                         options.expected_keys,
                         options.page_cache_bytes,
+                        options.elide_below,
                     ),
                     hasher: hasher.name().to_string(),
                     rollback: [0; 48],

@@ -198,7 +198,7 @@ fn opens_a_format_3_database() {
         db.root().to_string(),
         "0cef5ddccc14bf54f8bae3ed530696b3ccf9457c45d025efb80934540e2ab56b"
     );
-    db.check(&mut |_| {}).unwrap();
+    assert_eq!(db.check(&mut |_| {}).unwrap().trie_top_levels, 6);
     for i in 200..300u64 {
         db.insert(key(i), [7u8; 33]).unwrap();
         model.insert(key(i), vec![7u8; 33]);

@@ -72,11 +72,11 @@ fn check(db: &Nomt, model: &BTreeMap<Key, Vec<u8>>, probes: &[Key]) {
     }
 }
 
-/// The expected key count that, with the 1 MiB cache of [`run`], gives the trie a top page of
-/// `top_levels` levels (1 to 6; see `Shape::top_levels_for`): pages start at depths 0,
-/// `top_levels`, `top_levels + 6`, ...
-fn expected_keys_for_top(top_levels: u32) -> u64 {
-    1 << (8 + top_levels)
+/// The expected key count that, with the 1 MiB cache of [`run`] and the threshold
+/// `elide_below`, gives the trie a top page of `top_levels` levels (1 to 6; see
+/// `Shape::top_levels_for`): pages start at depths 0, `top_levels`, `top_levels + 6`, ...
+fn expected_keys_for_top(top_levels: u32, elide_below: u32) -> u64 {
+    u64::from((32 * elide_below).min(256)) << top_levels
 }
 
 fn run(
@@ -91,7 +91,7 @@ fn run(
         .storage(storage.clone())
         .elide_below(elide_below)
         .page_cache_size(1 << 20)
-        .expected_keys(expected_keys_for_top(top_levels));
+        .expected_keys(expected_keys_for_top(top_levels, elide_below));
     let mut db = Nomt::open(options.clone()).unwrap();
     let mut model: BTreeMap<Key, Vec<u8>> = BTreeMap::new();
     for (n, batch) in batches.into_iter().enumerate() {
@@ -125,7 +125,8 @@ fn run(
         assert_eq!(done.root(), db.root());
         check(&db, &model, &probes);
         // The full check (every page, the trie against the flat store, the free space).
-        db.check(&mut |_| {}).unwrap();
+        let report = db.check(&mut |_| {}).unwrap();
+        assert_eq!(u32::from(report.trie_top_levels), top_levels);
         if reopen_every > 0 && n % reopen_every == reopen_every - 1 {
             db.close().unwrap();
             drop(db);
@@ -288,7 +289,7 @@ fn rollback_of_a_bulk_load_to_an_empty_state() {
             .storage(storage.clone())
             .elide_below(elide)
             .page_cache_size(1 << 20)
-            .expected_keys(expected_keys_for_top(3))
+            .expected_keys(expected_keys_for_top(3, elide))
             .rollback(true);
         let db = Nomt::open(options.clone()).unwrap();
         for t in spread_keys(11) {

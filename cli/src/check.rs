@@ -67,13 +67,15 @@ pub fn run(args: &Args) -> Result<Status> {
         Ok(r) => {
             println!("OK {}", r.root);
             println!(
-                "{} keys; pages: {} flat store, {} overflow, {} page table, {} trie ({} elided \
-                 subtries recomputed), {} free list, {} free, {} in the file; {} rollback records",
+                "{} keys; pages: {} flat store, {} overflow, {} page table, {} trie (top page of \
+                 {} levels; {} elided subtries recomputed), {} free list, {} free, {} in the \
+                 file; {} rollback records",
                 r.keys,
                 r.flat_pages,
                 r.overflow_pages,
                 r.table_pages,
                 r.trie_pages,
+                r.trie_top_levels,
                 r.elided_subtries,
                 r.free_list_pages,
                 r.free_pages,
