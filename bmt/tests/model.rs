@@ -281,6 +281,59 @@ fn parallel_commit_that_removes_the_top_page() {
 }
 
 #[test]
+fn parallel_update_with_a_top_page_of_three_levels() {
+    // With a top page of 3 levels, the 8 subtries below it are updated in parallel, each with
+    // hundreds of changes. Here: 12,000 keys, then a batch of about 3,000 updates, inserts and
+    // deletes all over, and one that empties the first eighth of the key space but five keys
+    // (with a threshold of 20 its page of layer 1 goes; with 2 it stays).
+    let mut x = 5u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut tail = move || {
+        let mut t = [0u8; 31];
+        for b in t.iter_mut() {
+            *b = next() as u8;
+        }
+        t
+    };
+    let keys: Vec<[u8; 31]> = (0..12_000).map(|_| tail()).collect();
+    let load: Vec<Op> = keys.iter().map(|t| Op::Put(0, *t, vec![1; 8])).collect();
+    let mut mixed: Vec<Op> = keys
+        .iter()
+        .step_by(5)
+        .map(|t| Op::Put(0, *t, vec![2; 40]))
+        .collect();
+    // (New keys outside the first eighth of the key space, emptied below.)
+    mixed.extend((0..600).map(|_| {
+        let mut t = tail();
+        t[0] |= 0x20;
+        Op::Put(0, t, vec![3; 8])
+    }));
+    mixed.extend((0..600).map(|i| Op::DeleteExisting(i * 13)));
+    let mut first_eighth: Vec<Op> = keys
+        .iter()
+        .filter(|t| t[0] >> 5 == 0)
+        .skip(5)
+        .map(|t| Op::DeleteRandom(0, *t))
+        .collect();
+    assert!(first_eighth.len() > 1000);
+    first_eighth.extend(
+        keys.iter()
+            .step_by(7)
+            .filter(|t| t[0] >> 5 != 0)
+            .map(|t| Op::Put(0, *t, vec![4; 8])),
+    );
+    for elide in [2u32, 20] {
+        let batches = vec![load.clone(), mixed.clone(), first_eighth.clone()];
+        run(batches, [0; 31], elide, 3, 2);
+    }
+}
+
+#[test]
 fn rollback_of_a_bulk_load_to_an_empty_state() {
     // The rollback of a load is a large commit back below the threshold (here to nothing).
     for elide in [2u32, 20] {
