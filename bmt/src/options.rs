@@ -177,9 +177,9 @@ impl Options {
     /// into pages so that, at that size and with this page cache, the stored trie fits in
     /// half the cache and the subtries rebuilt from the flat store hold a few keys each: its
     /// top page gets 1 to 6 levels, every other page 6 (`docs/design.md`). Any size works
-    /// with any setting; a state far
-    /// from it (8 times larger or smaller) writes more trie pages per commit, hashes more or
-    /// reads more. Fixed when the database is created: opening an existing one ignores it.
+    /// with any setting; a state far from it (8 times larger or smaller) writes more trie
+    /// pages per commit, hashes more or reads more. Fixed when the database is created:
+    /// opening an existing one ignores it.
     pub fn expected_keys(mut self, keys: u64) -> Self {
         self.expected_keys = keys;
         self
