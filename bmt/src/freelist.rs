@@ -262,14 +262,21 @@ impl FreeSpace {
 
     /// Encodes the runs into free-list pages at the given page numbers (enough of them: see
     /// [`FreeSpace::pages_needed`]); returns the head reference and the sealed pages.
+    ///
+    /// Every page given is written and chained, those past the runs with no extents: the
+    /// pages were taken for the list, and a page taken but left out of the chain would be
+    /// neither free nor in use once the list is read back (a page lost for good). Taking
+    /// pages for the list can merge free runs, so the list may end up needing fewer pages
+    /// than were taken.
     pub fn encode(&self, pgnos: &[u64], seq: u64) -> (Option<PageRef>, Vec<(u64, Box<PageBuf>)>) {
         let runs: Vec<(u64, u64)> = self.iter().collect();
         let chunks: Vec<&[(u64, u64)]> = runs.chunks(EXTENTS_PER_PAGE).collect();
         assert!(chunks.len() <= pgnos.len(), "not enough free-list pages");
         let mut next: Option<PageRef> = None;
-        let mut out = Vec::with_capacity(chunks.len());
+        let mut out = Vec::with_capacity(pgnos.len());
         // Written back to front so that each page can name the next one with its checksum.
-        for (i, chunk) in chunks.iter().enumerate().rev() {
+        for i in (0..pgnos.len()).rev() {
+            let chunk: &[(u64, u64)] = chunks.get(i).copied().unwrap_or_default();
             let mut page = PageBuf::zeroed();
             let body = page.body_mut();
             PageRef::encode_opt(next, &mut body[..PAGE_REF_SIZE]);
@@ -487,6 +494,30 @@ mod tests {
         assert_eq!(f, g);
         let mut h = FreeSpace::new();
         assert!(h.decode_page(&pages[0].1, 100).is_err());
+    }
+
+    #[test]
+    fn every_page_given_is_chained_even_past_the_runs() {
+        // Taking pages for the list can merge runs, leaving more pages than needed: all of
+        // them must be in the chain, or they are neither free nor in use when read back.
+        let mut f = FreeSpace::new();
+        for i in 0..300u64 {
+            f.free(2 + i * 3, 1);
+        }
+        let n = f.pages_needed();
+        let pgnos: Vec<u64> = (5000..5000 + n as u64 + 2).collect();
+        let (head, pages) = f.encode(&pgnos, 7);
+        assert_eq!(pages.len(), pgnos.len());
+        let mut g = FreeSpace::new();
+        let (mut next, mut chained) = (head, Vec::new());
+        while let Some(r) = next {
+            let page = &pages.iter().find(|(p, _)| *p == r.pgno).expect("written").1;
+            crate::page::verify(page.bytes(), PageKind::FreeList, r.pgno, Some(r.crc)).unwrap();
+            next = g.decode_page(page, 4000).unwrap();
+            chained.push(r.pgno);
+        }
+        assert_eq!(chained, pgnos);
+        assert_eq!(f, g);
     }
 
     #[test]
