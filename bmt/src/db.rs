@@ -1304,6 +1304,15 @@ impl Inner {
         // Wait for every write, then make them durable (with the meta record), or append the
         // commit to the write-ahead log and sync that.
         self.pager.wait(&writes)?;
+        // The cached copies of the pages this commit replaced. Nothing reads them but readers
+        // of older states, which find them on the device or deferred, now that the writes
+        // are done (not before: a deferred page this commit writes is in neither place while
+        // its write is in flight). Left cached until they are released, at the next commit,
+        // they would crowd out the pages the next block reads (a trie page starts with a
+        // high use count).
+        for (_, freed) in pending.iter().filter(|(s, _)| *s == seq) {
+            self.pager.forget_cached_before(freed, seq);
+        }
         lap(&mut stats.write);
         if let Some(meta) = &meta {
             self.finish_meta(meta, 1 - space.meta_slot)?;
@@ -2470,5 +2479,61 @@ impl Nomt {
                 writes: overlay.layer.flat.clone(),
             },
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::io::MemStorage;
+    use crate::{Key, Nomt, Options};
+
+    fn key(i: u64) -> Key {
+        let mut k = [0u8; 31];
+        k[..8].copy_from_slice(&i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
+        Key(k)
+    }
+
+    /// The pages a commit replaced leave the cache when it ends, not a commit later: until
+    /// then they would take the room of the pages the next block reads.
+    #[test]
+    fn a_commit_drops_the_cached_copies_of_the_pages_it_replaced() {
+        let options = Options::new("/db")
+            .storage(Arc::new(MemStorage::new()))
+            .preload(false)
+            .warm_up(false);
+        let db = Nomt::open(options).unwrap();
+        for i in 0..5_000 {
+            db.insert(key(i), i.to_le_bytes()).unwrap();
+        }
+        db.commit().unwrap();
+        // Large commits, written in place, and small ones, made durable by the write-ahead
+        // log (their pages stay in memory until a checkpoint writes them).
+        for (round, step) in (1..7u64).zip([3, 3, 50, 50, 3, 50]) {
+            // Every page cached, then many of them replaced by one commit.
+            for i in 0..5_000 {
+                db.get(key(i)).unwrap();
+            }
+            for i in (0..5_000).step_by(step) {
+                db.insert(key(i), (i + (round << 32)).to_le_bytes())
+                    .unwrap();
+            }
+            db.commit().unwrap();
+            let inner = db.inner();
+            let space = inner.writer.lock();
+            let seq = inner.version().seq;
+            let replaced: Vec<u64> = (space.pending.iter())
+                .filter(|(s, _)| *s == seq)
+                .flat_map(|(_, runs)| runs.iter().flat_map(|&(s, l)| s..s + l))
+                .collect();
+            assert!(replaced.len() > 20, "{} pages replaced", replaced.len());
+            let cache = inner.pager.page_cache();
+            let cached: Vec<u64> = replaced
+                .into_iter()
+                .filter(|p| cache.contains(*p))
+                .collect();
+            assert!(cached.is_empty(), "round {round}: {cached:?} still cached");
+        }
     }
 }
