@@ -198,6 +198,8 @@ struct BmtEngine {
     commits: u32,
     /// The I/O counters when the run started.
     io_start: bmt::IoStats,
+    /// Pages read singly during commits (the rest of the single reads are the workload's).
+    commit_single_reads: u64,
 }
 
 impl BmtEngine {
@@ -217,6 +219,7 @@ impl BmtEngine {
             db,
             phases: bmt::CommitStats::default(),
             commits: 0,
+            commit_single_reads: 0,
         })
     }
 
@@ -237,7 +240,9 @@ impl Engine for BmtEngine {
     }
 
     fn commit(&mut self) -> Result<()> {
+        let before = self.db.io_stats().page_cache_misses;
         self.db.commit()?;
+        self.commit_single_reads += self.db.io_stats().page_cache_misses - before;
         let s = self.db.last_commit_stats();
         self.phases.classify += s.classify;
         self.phases.trie += s.trie;
@@ -258,11 +263,13 @@ impl Engine for BmtEngine {
         let ahead = per_commit(io.pages_read_ahead, start.pages_read_ahead);
         let single = per_commit(io.page_cache_misses, start.page_cache_misses);
         let hit_pct = 100.0 * hits as f64 / (hits + ahead + single).max(1) as f64;
+        let in_commits = self.commit_single_reads / u64::from(n);
         Some(format!(
             "lookups {:.1} ms, trie and flat store {:.1} ms, page table {:.1} ms, \
              writes {:.1} ms, sync {:.1} ms; {} pages written; page reads per commit \
              (with the reads between commits): {hits} from the cache, {ahead} read ahead, \
-             {single} read singly ({hit_pct:.1}% cache hits)",
+             {single} read singly, {in_commits} of them by the commit ({hit_pct:.1}% cache \
+             hits)",
             ms(self.phases.classify),
             ms(self.phases.trie),
             ms(self.phases.btree),
