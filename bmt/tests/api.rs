@@ -634,5 +634,8 @@ fn every_page_is_in_use_or_free_after_commits_that_rewrite_the_whole_free_list()
         let report = db.check(&mut |_| {}).unwrap();
         most_list_pages = most_list_pages.max(report.free_list_pages);
     }
-    assert!(most_list_pages >= 3, "the free list took {most_list_pages} pages at most");
+    assert!(
+        most_list_pages >= 3,
+        "the free list took {most_list_pages} pages at most"
+    );
 }
