@@ -280,6 +280,24 @@ impl PageCache {
         None
     }
 
+    /// Makes page `pgno`, if cached, the next page its shard evicts, unless it is used again
+    /// first: a page the commit under way replaces. (Not removed: readers of older states
+    /// may still use it, and it may be the only copy while its write is in flight; see
+    /// [`crate::pager::Pager::forget_cached_before`].)
+    pub fn demote(&self, pgno: u64) {
+        let mut shard = self.shard(pgno).write();
+        if !shard.pages.contains_key(&pgno) {
+            return;
+        }
+        if let Some(entry) = self.index.entry(pgno) {
+            let v = entry.load(Ordering::Relaxed);
+            entry.store(v & !USES_MASK, Ordering::Relaxed);
+        }
+        // The page's other place in the clock stays (a page may be there twice).
+        shard.clock.push_front(pgno);
+        shard.compact_clock();
+    }
+
     /// Removes page `pgno`, returning it.
     pub fn remove(&self, pgno: u64) -> Option<SharedPage> {
         self.shard(pgno).write().remove(&self.index, pgno)
@@ -375,6 +393,43 @@ mod tests {
         assert_eq!(cache.len(), 4);
         assert_eq!(cache.remove(last).map(|p| p.bytes()[100]), Some(4));
         assert!(cache.with(last, |_| ()).is_none());
+    }
+
+    fn trie_page(tag: u8) -> SharedPage {
+        let mut p = PageBuf::zeroed();
+        p.bytes_mut()[4] = crate::page::PageKind::Trie as u8;
+        p.bytes_mut()[100] = tag;
+        Arc::new(p)
+    }
+
+    #[test]
+    fn a_demoted_page_is_evicted_first_unless_used_again() {
+        // One shard's worth: page numbers that all land in the shard of page 0.
+        let cache = PageCache::new(SHARDS * 8);
+        let same: Vec<u64> = (0..100_000u64)
+            .filter(|p| std::ptr::eq(cache.shard(*p), cache.shard(0)))
+            .take(10)
+            .collect();
+        // Eight trie pages fill the shard: each starts with a high use count.
+        for &p in &same[..8] {
+            assert!(cache.insert(p, trie_page(1)).is_empty());
+        }
+        cache.demote(same[5]);
+        cache.demote(same[2]);
+        // Page 2 was demoted last, but is used again: page 5 goes first, then 2.
+        assert!(cache.with(same[2], |_| ()).is_some());
+        let out = cache.insert(same[8], page(2));
+        assert_eq!(out.len(), 1);
+        assert!(!cache.contains(same[5]) && cache.contains(same[2]));
+        let out = cache.insert(same[9], page(2));
+        assert_eq!(out.len(), 1);
+        assert!(!cache.contains(same[2]));
+        for &p in [0, 1, 3, 4, 6, 7].iter().map(|&i| &same[i]) {
+            assert!(cache.contains(p));
+        }
+        // Demoting a page not cached does nothing.
+        cache.demote(12_345_678);
+        assert!(!cache.contains(12_345_678));
     }
 
     #[test]

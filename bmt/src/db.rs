@@ -1133,6 +1133,7 @@ impl Inner {
         let streamed = Mutex::new(PlacedTriePages::default());
         let sink = |pages: Vec<(PageId, Option<trie::TriePage>, Option<PageRef>)>| -> Result<()> {
             let mut placed = place_trie_pages(pages, false);
+            self.pager.demote_cached(&placed.freed);
             placed.written += placed.pages.len() as u64;
             submit(std::mem::take(&mut placed.pages));
             streamed.lock().append(placed);
@@ -1162,6 +1163,8 @@ impl Inner {
                     base.flat_root,
                     &flat_changes,
                 )?;
+                let replaced: Vec<(u64, u64)> = flat.freed.iter().map(|p| (*p, 1)).collect();
+                self.pager.demote_cached(&replaced);
                 let mut pages = Vec::new();
                 let root = btree::write(flat.root, seq, &mut |hot| alloc_run(1, hot), &mut pages);
                 let written = pages.len() as u64;

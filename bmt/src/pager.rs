@@ -737,6 +737,18 @@ impl Pager {
         }
     }
 
+    /// Makes the cached pages of `runs`, which the commit under way replaces, the first
+    /// the cache evicts: the pages the commit writes then take their room, not that of the
+    /// pages the next block reads. They leave the cache when the commit's writes are done
+    /// ([`Pager::forget_cached_before`]).
+    pub fn demote_cached(&self, runs: &[(u64, u64)]) {
+        for &(start, len) in runs {
+            for pgno in start..start + len {
+                self.cache.demote(pgno);
+            }
+        }
+    }
+
     /// Drops from the cache the pages of `runs` whose cached copy was written before commit
     /// `seq`: pages freed when that commit began and not written again by it. Until then
     /// their old copies are harmless: no state that can be read names them, and a page
