@@ -62,6 +62,23 @@ const JUDGE_AFTER: u64 = 256;
 /// While look-ups find (almost) everything cached, one key in this many is looked up.
 const SAMPLE_EVERY: usize = 32;
 
+/// Makes the calling thread (the warm-up's) run only on a core nothing else wants
+/// (`SCHED_IDLE` on Linux). Its look-ups are CPU work while the writer mostly waits for the
+/// device (a block's transactions reading accounts one by one), and a writer whose read has
+/// just completed must not wait for a core behind it: measured at 2^24 keys (transfer),
+/// the writer's reads took 21.7 µs at the median with warm-up on, 20.1 µs without. A
+/// commit that waits for the round being read leaves a core idle, so the round still ends.
+fn yield_to_other_threads() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: `sched_setscheduler` with pid 0 changes only the calling thread's policy; the
+        // parameter is a valid `sched_param` that outlives the call. A failure leaves the
+        // thread as it was, which is only slower for the writer.
+        let _ = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    }
+}
+
 /// A batch of keys and the commit count when they were staged.
 type Batch = (u64, Vec<Key>);
 
@@ -108,7 +125,10 @@ impl WarmUp {
         let shared = self.shared.clone();
         let started = std::thread::Builder::new()
             .name("bmt-warm-up".into())
-            .spawn(move || run(db, &shared, receiver))
+            .spawn(move || {
+                yield_to_other_threads();
+                run(db, &shared, receiver)
+            })
             .is_ok();
         self.queue.lock().sender = started.then_some(sender);
     }

@@ -639,3 +639,38 @@ fn every_page_is_in_use_or_free_after_commits_that_rewrite_the_whole_free_list()
         "the free list took {most_list_pages} pages at most"
     );
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_warm_up_thread_runs_only_on_idle_cores() {
+    // Its look-ups must not delay a writer whose device read has just completed.
+    const SCHED_IDLE: i32 = 5;
+    let storage = MemStorage::new();
+    let db = Nomt::open(mem_options(&storage).warm_up(true)).unwrap();
+    db.insert(key(1), [1u8; 8]).unwrap();
+    // The policies of the warm-up threads of this process (other tests' too); a thread just
+    // started may not have set its own yet.
+    let mut policies = Vec::new();
+    for _ in 0..200 {
+        policies.clear();
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let dir = task.unwrap().path();
+            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+            // The policy is field 41 of the line: the 39th after the command name, which
+            // ends at the last ')'.
+            if comm.trim() == "bmt-warm-up"
+                && let Some((_, rest)) = stat.rsplit_once(')')
+                && let Some(policy) = rest.split_whitespace().nth(38)
+            {
+                policies.push(policy.parse::<i32>().unwrap());
+            }
+        }
+        if policies.contains(&SCHED_IDLE) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(policies.contains(&SCHED_IDLE), "policies {policies:?}");
+    db.close().unwrap();
+}
