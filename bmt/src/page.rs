@@ -138,10 +138,10 @@ impl PageBuf {
         if let Some(page) = local {
             return page;
         }
-        match POOL.lock().pop() {
-            Some(page) => page,
-            None => bytemuck::zeroed_box(),
-        }
+        // The pool's lock is let go before a new buffer is allocated (a temporary in a
+        // `match` scrutinee would hold it through the allocation and its page faults).
+        let pooled = POOL.lock().pop();
+        pooled.unwrap_or_else(bytemuck::zeroed_box)
     }
 
     /// Gives a page buffer back for reuse. A commit allocates and frees thousands of pages;
