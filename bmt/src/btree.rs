@@ -1315,14 +1315,68 @@ pub fn write(
     allocate: &mut dyn FnMut(bool) -> u64,
     out: &mut Vec<(u64, SharedPage)>,
 ) -> Option<PageRef> {
-    root.map(|c| write_child(c, seq, allocate, out))
+    let mut sink = Sink {
+        pages: std::mem::take(out),
+        flush: None,
+    };
+    let root = root.map(|c| write_child(c, seq, allocate, &mut sink));
+    *out = sink.pages;
+    root
+}
+
+/// [`write`], handing the sealed pages to `flush` `every` pages at a time as they are
+/// sealed (the last ones too), so that the first can be on their way to the device while
+/// the rest are being placed and sealed (a 20,000-change commit at 2^24 keys seals about
+/// 21,000 flat-store pages in 15 ms).
+pub fn write_streaming(
+    root: Option<Child>,
+    seq: u64,
+    allocate: &mut dyn FnMut(bool) -> u64,
+    every: usize,
+    flush: &mut dyn FnMut(Sealed),
+) -> Option<PageRef> {
+    let mut sink = Sink {
+        pages: Vec::with_capacity(every),
+        flush: Some((every, flush)),
+    };
+    let root = root.map(|c| write_child(c, seq, allocate, &mut sink));
+    if let Some((_, flush)) = sink.flush
+        && !sink.pages.is_empty()
+    {
+        flush(sink.pages);
+    }
+    root
+}
+
+/// Sealed pages with their page numbers.
+type Sealed = Vec<(u64, SharedPage)>;
+
+/// Where [`write_child`] puts sealed pages.
+struct Sink<'a> {
+    pages: Sealed,
+    /// Hand the pages over every so many.
+    flush: Option<(usize, &'a mut dyn FnMut(Sealed))>,
+}
+
+impl Sink<'_> {
+    fn push(&mut self, pgno: u64, page: SharedPage) {
+        self.pages.push((pgno, page));
+        if let Some((every, flush)) = self.flush.as_mut()
+            && self.pages.len() >= *every
+        {
+            flush(std::mem::replace(
+                &mut self.pages,
+                Vec::with_capacity(*every),
+            ));
+        }
+    }
 }
 
 fn write_child(
     child: Child,
     seq: u64,
     allocate: &mut dyn FnMut(bool) -> u64,
-    out: &mut Vec<(u64, SharedPage)>,
+    out: &mut Sink<'_>,
 ) -> PageRef {
     match child {
         Child::Clean(r) => r,
@@ -1331,7 +1385,7 @@ fn write_child(
             let pgno = allocate(seq.saturating_sub(page.seq()) <= crate::db::HOT_AGE);
             let n = page.len_field();
             let crc = page.seal(PageKind::LeafNode, n, seq, pgno);
-            out.push((pgno, Arc::new(page)));
+            out.push(pgno, Arc::new(page));
             PageRef { pgno, crc }
         }
         Child::Branch(b) => {
@@ -1353,7 +1407,7 @@ fn write_child(
             bytes[base + KEY_LEN * seps.len()..].fill(0);
             let pgno = allocate(true);
             let crc = page.seal(PageKind::BranchNode, n as u32, seq, pgno);
-            out.push((pgno, Arc::new(page)));
+            out.push(pgno, Arc::new(page));
             PageRef { pgno, crc }
         }
     }
@@ -1434,6 +1488,56 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (*k, v.clone()))
                 .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn streamed_writes_hand_over_the_same_pages_in_batches() {
+        // The same update written whole and streamed 50 pages at a time: the same root,
+        // the same pages in the same order, in batches of 50 but the last.
+        let pager = pager();
+        let changes: BTreeMap<Key, Option<Vec<u8>>> = (0..20_000u64)
+            .map(|i| (key(i), Some(i.to_le_bytes().to_vec())))
+            .collect();
+        let list: Vec<Change<'_>> = changes.iter().map(|(k, v)| (*k, v.as_deref())).collect();
+        let (mut whole, mut batches) = (Vec::new(), Vec::new());
+        let mut next = 0;
+        let mut alloc = |_hot| {
+            next += 1;
+            next
+        };
+        let root = write(
+            update(&pager, None, &list).unwrap().root,
+            1,
+            &mut alloc,
+            &mut whole,
+        );
+        let mut next = 0;
+        let mut alloc = |_hot| {
+            next += 1;
+            next
+        };
+        let streamed = write_streaming(
+            update(&pager, None, &list).unwrap().root,
+            1,
+            &mut alloc,
+            50,
+            &mut |pages| batches.push(pages),
+        );
+        assert_eq!(root, streamed);
+        assert!(whole.len() > 200, "{} pages", whole.len());
+        let (last, full) = batches.split_last().unwrap();
+        assert!(full.iter().all(|b| b.len() == 50) && !last.is_empty() && last.len() <= 50);
+        let flat: Vec<&(u64, SharedPage)> = batches.iter().flatten().collect();
+        assert_eq!(flat.len(), whole.len());
+        for ((p, a), (q, b)) in whole.iter().zip(flat) {
+            assert_eq!((p, a.bytes()), (q, b.bytes()));
+        }
+        pager.write_pages(whole).unwrap();
+        check(
+            &pager,
+            root,
+            &changes.into_iter().map(|(k, v)| (k, v.unwrap())).collect(),
         );
     }
 
@@ -1568,7 +1672,7 @@ mod tests {
                 pgno += 1;
                 pgno
             };
-            write_child(branch, 1, &mut allocate, &mut out);
+            write(Some(branch), 1, &mut allocate, &mut out);
             let page = &out[0].1;
             let (first, last) = (head(&seps[0].0), head(&seps[seps.len() - 1].0));
             for probe in &probes {

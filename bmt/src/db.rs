@@ -255,6 +255,10 @@ impl Space {
 /// of a small state).
 pub(crate) const HOT_AGE: u64 = 2;
 
+/// Flat-store pages a commit submits at a time while it seals the rest (see
+/// [`btree::write_streaming`]).
+const FLAT_WRITE_BATCH: usize = 2048;
+
 /// The free space a commit takes its pages from (see [`allocate_pages`]).
 struct Allocator<'s> {
     free: &'s mut FreeSpace,
@@ -1165,10 +1169,18 @@ impl Inner {
                 )?;
                 let replaced: Vec<(u64, u64)> = flat.freed.iter().map(|p| (*p, 1)).collect();
                 self.pager.demote_cached(&replaced);
-                let mut pages = Vec::new();
-                let root = btree::write(flat.root, seq, &mut |hot| alloc_run(1, hot), &mut pages);
-                let written = pages.len() as u64;
-                submit(pages);
+                // Written as they are sealed, a few thousand at a time.
+                let mut written = 0u64;
+                let root = btree::write_streaming(
+                    flat.root,
+                    seq,
+                    &mut |hot| alloc_run(1, hot),
+                    FLAT_WRITE_BATCH,
+                    &mut |pages| {
+                        written += pages.len() as u64;
+                        submit(pages);
+                    },
+                );
                 // While the trie is still being updated (the flat store is done first): the old
                 // copies of the pages freed when the commit began. Nothing this commit reads is
                 // among them, and a page it wrote again is kept (see the pager). (If the commit
