@@ -1447,11 +1447,7 @@ mod tests {
         )
     }
 
-    fn key(i: u64) -> Key {
-        let mut k = [0u8; 31];
-        k[..8].copy_from_slice(&i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
-        Key(k)
-    }
+    use crate::testing::key;
 
     /// Applies a batch and writes it; returns the new root.
     fn apply(
@@ -1501,26 +1497,24 @@ mod tests {
             .collect();
         let list: Vec<Change<'_>> = changes.iter().map(|(k, v)| (*k, v.as_deref())).collect();
         let (mut whole, mut batches) = (Vec::new(), Vec::new());
-        let mut next = 0;
-        let mut alloc = |_hot| {
-            next += 1;
-            next
+        // Page numbers 1, 2, 3, ... in the order asked for.
+        let counting = || {
+            let mut next = 0;
+            move |_hot: bool| {
+                next += 1;
+                next
+            }
         };
         let root = write(
             update(&pager, None, &list).unwrap().root,
             1,
-            &mut alloc,
+            &mut counting(),
             &mut whole,
         );
-        let mut next = 0;
-        let mut alloc = |_hot| {
-            next += 1;
-            next
-        };
         let streamed = write_streaming(
             update(&pager, None, &list).unwrap().root,
             1,
-            &mut alloc,
+            &mut counting(),
             50,
             &mut |pages| batches.push(pages),
         );

@@ -2505,13 +2505,9 @@ mod tests {
     use std::sync::Arc;
 
     use crate::io::MemStorage;
-    use crate::{Key, Nomt, Options};
+    use crate::{Nomt, Options};
 
-    fn key(i: u64) -> Key {
-        let mut k = [0u8; 31];
-        k[..8].copy_from_slice(&i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
-        Key(k)
-    }
+    use crate::testing::key;
 
     /// The pages a commit replaced leave the cache when it ends, not a commit later: until
     /// then they would take the room of the pages the next block reads.

@@ -145,13 +145,9 @@ mod tests {
 
     use crate::io::MemStorage;
     use crate::page::{PageKind, zeroed_extent};
-    use crate::{Key, Nomt, Options};
+    use crate::{Nomt, Options};
 
-    fn key(i: u64) -> Key {
-        let mut k = [0u8; 31];
-        k[..8].copy_from_slice(&i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
-        Key(k)
-    }
+    use crate::testing::key;
 
     /// Commits of 600 updates each (written in place, not through the write-ahead log).
     fn update(db: &Nomt, rounds: std::ops::Range<u64>) {
