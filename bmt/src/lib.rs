@@ -43,18 +43,6 @@ mod wal;
 mod warm;
 mod write_batch;
 
-/// Helpers shared by the unit tests.
-#[cfg(test)]
-mod testing {
-    /// Key `i` of a test: its first eight bytes `i` times an odd constant, so that
-    /// consecutive numbers spread over the key space (and over the trie).
-    pub(crate) fn key(i: u64) -> crate::Key {
-        let mut k = [0u8; 31];
-        k[..8].copy_from_slice(&i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
-        crate::Key(k)
-    }
-}
-
 pub use bmt_core::{Hash, Key, KeyError, MerkleProof, MultiProof, ValueHasher, Witness};
 pub use check::{CheckProgress, CheckReport, CheckStage};
 pub use db::{CommitStats, FinishedSession, IntoKey, Nomt};
@@ -67,3 +55,15 @@ pub use session::{Overlay, PreparedSession, ReadSession, WriteSession};
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 struct ReadmeExamples;
+
+/// Helpers shared by the unit tests.
+#[cfg(test)]
+mod testing {
+    /// Key `i` of a test: its first eight bytes `i` times an odd constant, so that
+    /// consecutive numbers spread over the key space (and over the trie).
+    pub(crate) fn key(i: u64) -> crate::Key {
+        let mut k = [0u8; 31];
+        k[..8].copy_from_slice(&i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
+        crate::Key(k)
+    }
+}
