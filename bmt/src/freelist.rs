@@ -481,12 +481,18 @@ impl Delta {
 mod tests {
     use super::*;
 
+    /// A free space made by freeing `runs` (first page, pages) in that order.
+    fn freed(runs: &[(u64, u64)]) -> FreeSpace {
+        let mut f = FreeSpace::new();
+        for &(start, len) in runs {
+            f.free(start, len);
+        }
+        f
+    }
+
     #[test]
     fn coalesce_and_allocate() {
-        let mut f = FreeSpace::new();
-        f.free(10, 2);
-        f.free(14, 1);
-        f.free(12, 2);
+        let mut f = freed(&[(10, 2), (14, 1), (12, 2)]);
         assert_eq!(f.iter().collect::<Vec<_>>(), vec![(10, 5)]);
         assert_eq!(f.allocate(3), Some(10));
         assert_eq!(f.iter().collect::<Vec<_>>(), vec![(13, 2)]);
@@ -577,12 +583,7 @@ mod tests {
 
     #[test]
     fn short_allocations_take_runs_of_four_then_two_then_one() {
-        let mut f = FreeSpace::new();
-        f.free(10, 1);
-        f.free(20, 2);
-        f.free(30, 1);
-        f.free(40, 5);
-        f.free(50, 3);
+        let mut f = freed(&[(10, 1), (20, 2), (30, 1), (40, 5), (50, 3)]);
         // Runs of 4 or more first (40..45), page by page, then of 2 or more, lowest first,
         // then the single pages.
         let got: Vec<u64> = (0..12).map(|_| f.allocate_short(1).unwrap()).collect();
@@ -603,11 +604,8 @@ mod tests {
 
     #[test]
     fn long_runs_first_then_consecutive_pages() {
-        let mut f = FreeSpace::new();
-        f.free(2, 3); // short
-        f.free(10, 20); // long
-        f.free(40, 1);
-        f.free(100, 16); // long
+        // Runs of 3, 20 (long), 1 and 16 (long) pages.
+        let mut f = freed(&[(2, 3), (10, 20), (40, 1), (100, 16)]);
         assert_eq!(f.pages(), 40);
         let got: Vec<u64> = (0..24).map(|_| f.allocate_long(1).unwrap()).collect();
         let want: Vec<u64> = (10..30).chain(100..104).collect();
@@ -628,9 +626,7 @@ mod tests {
 
     #[test]
     fn runs_across_words() {
-        let mut f = FreeSpace::new();
-        f.free(60, 200);
-        f.free(300, 1);
+        let mut f = freed(&[(60, 200), (300, 1)]);
         assert_eq!(f.iter().collect::<Vec<_>>(), vec![(60, 200), (300, 1)]);
         assert!(f.remove(63, 66));
         assert_eq!(
